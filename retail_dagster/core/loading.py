@@ -1,0 +1,115 @@
+"""Reading and writing a folder of input tables (CSV or Parquet), locally or on S3, validated on the way in."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
+
+
+def is_s3(path: str) -> bool:
+    return str(path).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key.strip("/")
+
+
+def make_s3_client(endpoint_url: str | None = None, region_name: str | None = None):
+    """A boto3 S3 client; endpoint from the argument or AWS_ENDPOINT_URL_S3 (tests point it at moto)."""
+    import boto3
+
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+    return boto3.client("s3", endpoint_url=endpoint_url,
+                        region_name=region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+def _read_bytes(data: bytes, name: str) -> pd.DataFrame:
+    if name.endswith(".parquet"):
+        return pd.read_parquet(io.BytesIO(data))
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=True)
+
+
+def find_table_files(path: str, s3_client: Any = None) -> dict[str, str]:
+    """Map table name -> file (Parquet preferred over CSV) in a local folder or an s3:// prefix."""
+    found: dict[str, str] = {}
+    if is_s3(path):
+        client = s3_client or make_s3_client()
+        bucket, prefix = split_s3(path)
+        keys = []
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=(prefix + "/") if prefix else ""):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        names = {k.rsplit("/", 1)[-1]: f"s3://{bucket}/{k}" for k in keys
+                 if k.count("/") == (prefix.count("/") + 1 if prefix else 0)}
+    else:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"data folder not found: {path}")
+        names = {f: os.path.join(path, f) for f in os.listdir(path)}
+    for t in TABLE_NAMES:
+        for ext in (".parquet", ".csv"):
+            if t + ext in names:
+                found[t] = names[t + ext]
+                break
+    return found
+
+
+def read_raw_table(file: str, s3_client: Any = None) -> pd.DataFrame:
+    if is_s3(file):
+        client = s3_client or make_s3_client()
+        bucket, key = split_s3(file)
+        data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return _read_bytes(data, key)
+    if file.endswith(".parquet"):
+        return pd.read_parquet(file)
+    return pd.read_csv(file, dtype=str, keep_default_na=True)
+
+
+def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABLE_NAMES) -> dict[str, pd.DataFrame]:
+    """Read and validate every input table under `path`. Raises ContractError listing every problem."""
+    files = find_table_files(path, s3_client)
+    raw: dict[str, pd.DataFrame] = {}
+    problems: list[Problem] = []
+    for t in tables:
+        if t not in files:
+            problems.append(Problem(t, os.path.join(str(path), f"{t}.parquet|.csv"), "*", "table file not found"))
+            continue
+        try:
+            raw[t] = read_raw_table(files[t], s3_client)
+        except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
+            problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
+    if problems:
+        raise ContractError(problems)
+    return validate_tables(raw, files)
+
+
+def write_tables(tables: Mapping[str, pd.DataFrame], path: str, s3_client: Any = None) -> list[str]:
+    """Write tables as Parquet files `<path>/<table>.parquet` (local folder or s3:// prefix)."""
+    written = []
+    for name, frame in tables.items():
+        if is_s3(path):
+            client = s3_client or make_s3_client()
+            bucket, prefix = split_s3(path)
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            key = f"{prefix}/{name}.parquet" if prefix else f"{name}.parquet"
+            client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+            written.append(f"s3://{bucket}/{key}")
+        else:
+            os.makedirs(path, exist_ok=True)
+            target = os.path.join(path, f"{name}.parquet")
+            tmp = target + ".tmp"
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+            written.append(target)
+    return written
+
+
+__all__ = ["load_tables", "write_tables", "find_table_files", "read_raw_table", "ContractError", "make_s3_client",
+           "is_s3", "split_s3"]

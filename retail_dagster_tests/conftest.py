@@ -1,0 +1,31 @@
+"""Shared fixtures: a small seeded demo data set, in memory and on disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from retail_dagster.core.contracts import validate_tables
+from retail_dagster.core.demo import generate_demo, write_demo
+
+SMALL = dict(n_skus=60, n_stores=4, n_warehouses=1, n_days=420, seed=3)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """DemoData (tables + truth) for a small network; tables already pass their contracts."""
+    data = generate_demo(**SMALL)
+    data.tables = validate_tables(data.tables)
+    return data
+
+
+@pytest.fixture(scope="session")
+def demo_tables(demo):
+    return demo.tables
+
+
+@pytest.fixture(scope="session")
+def demo_path(demo, tmp_path_factory):
+    """The small demo data set written as Parquet (with truth/)."""
+    path = tmp_path_factory.mktemp("demo_data")
+    write_demo(demo, str(path))
+    return str(path)
