@@ -97,6 +97,7 @@ CONTRACTS: dict[str, TableContract] = {
             "inventory",
             key=("date", "sku_id", "location_id"),
             description="End-of-day stock position.",
+            allow_empty=True,
             references={"sku_id": ("catalog", "sku_id"), "location_id": ("locations", "location_id")},
             columns=(
                 Column("date", DATE),
@@ -136,6 +137,7 @@ CONTRACTS: dict[str, TableContract] = {
             "weather",
             key=("date", "region"),
             description="Daily weather per region (observed for the past, forecast for the coming days).",
+            allow_empty=True,
             columns=(
                 Column("date", DATE),
                 Column("region", STRING),
@@ -147,6 +149,7 @@ CONTRACTS: dict[str, TableContract] = {
             "traffic",
             key=("date", "location_id"),
             description="Daily store visitors.",
+            allow_empty=True,
             references={"location_id": ("locations", "location_id")},
             columns=(
                 Column("date", DATE),
@@ -158,6 +161,7 @@ CONTRACTS: dict[str, TableContract] = {
             "lanes",
             key=("from_location", "to_location"),
             description="Transfer lanes between locations.",
+            allow_empty=True,
             references={"from_location": ("locations", "location_id"), "to_location": ("locations", "location_id")},
             columns=(
                 Column("from_location", STRING),
