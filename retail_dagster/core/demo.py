@@ -305,6 +305,9 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
     wh_oh_hist = np.zeros((n_obs, S * W), dtype=np.float32)
     wh_it_hist = np.zeros((n_obs, S * W), dtype=np.float32)
     disrupt = rng.random(N) < 0.05  # a few series lose supply in the final weeks
+    # a misallocated delivery near the end leaves some stores with far more than they can sell soon
+    overload = (rng.random(N) < 0.10) & ~disrupt
+    overload_day = max(n_obs - 12, 0)
     for t in range(n_obs):
         on_hand += pipe_store[0]
         pipe_store = np.roll(pipe_store, -1, axis=0)
@@ -321,6 +324,11 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
                          np.maximum(np.round(est * cover * order_bias) - on_hand - pipe_store.sum(axis=0), 0), 0)
         if t > n_obs - 21:
             order = np.where(disrupt, 0, order)
+        if t == overload_day:
+            extra = np.where(overload & is_active, np.round(est * rng.uniform(30, 60, N)), 0)
+            extra = np.minimum(extra, np.floor(wh_on_hand[wh_key] / max(L, 1)))
+            wh_on_hand -= np.bincount(wh_key, weights=extra, minlength=S * W)
+            pipe_store[lead_store - 1] += extra
         requested = np.bincount(wh_key, weights=order, minlength=S * W)
         ratio = np.where(requested > 0, np.minimum(1.0, wh_on_hand / np.maximum(requested, 1e-9)), 0.0)
         shipped = np.floor(order * ratio[wh_key])

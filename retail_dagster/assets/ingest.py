@@ -1,0 +1,70 @@
+"""Ingest assets: per (date, sku_group) partition, exactly what was known at the start of the planning day."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from ..core.asof import PlanningInputs, planning_inputs
+from ..partitions import daily_by_group, split_partition
+from ..resources.data_source import DataSourceResource
+
+INGEST_GROUP = "ingest"
+
+# output name -> (PlanningInputs attribute, description)
+INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
+    "sales_history": ("sales", "Daily sales of the group's SKUs dated before the planning day (censored by stock)."),
+    "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the planning day, stores and warehouses."),
+    "catalog_slice": ("catalog", "The group's SKUs: costs, prices, MSRP/MAP, case packs."),
+    "promotions_calendar": ("promotions", "Planned promotions known at the start of the day, through the 14-day horizon."),
+    "events_calendar": ("events", "Holidays and local events through the 14-day horizon."),
+    "weather_calendar": ("weather", "Observed weather before the day and the forecast for the 14-day horizon."),
+    "store_traffic": ("traffic", "Daily store visitors before the planning day."),
+    "store_network": ("locations", "Stores and warehouses with their regions and capacities."),
+    "transfer_lanes": ("lanes", "Transfer lanes between locations: cost per unit, lead time, capacity."),
+}
+
+
+def _summary(frame: pd.DataFrame) -> dict:
+    meta: dict = {"rows": dg.MetadataValue.int(len(frame))}
+    for col in ("date", "start_date"):
+        if col in frame.columns and len(frame):
+            meta["first_date"] = dg.MetadataValue.text(f"{frame[col].min():%Y-%m-%d}")
+            meta["last_date"] = dg.MetadataValue.text(f"{frame[col].max():%Y-%m-%d}")
+            break
+    return meta
+
+
+@dg.multi_asset(
+    outs={name: dg.AssetOut(description=desc, group_name=INGEST_GROUP, owners=["team:retail-data"],
+                            tags={"layer": "ingest"}, is_required=True)
+          for name, (_, desc) in INGEST_OUTPUTS.items()},
+    partitions_def=daily_by_group,
+    can_subset=False,
+    name="planning_inputs",
+    op_tags={"layer": "ingest"},
+)
+def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataSourceResource):
+    """Read and validate the input tables once, then slice them to what was known at the start of the day.
+
+    A data contract error fails this step, so nothing downstream is written for the partition.
+    """
+    date, group = split_partition(context)
+    tables = data_source.load()
+    inputs = planning_inputs(tables, date, group)
+    for note in inputs.notes:
+        context.log.warning(note)
+    for name, (attr, _) in INGEST_OUTPUTS.items():
+        frame = getattr(inputs, attr)
+        yield dg.Output(frame, output_name=name, metadata=_summary(frame))
+
+
+def inputs_from_assets(context, sales_history, inventory_snapshot, catalog_slice, promotions_calendar,
+                       events_calendar, weather_calendar, store_traffic, store_network, transfer_lanes,
+                       ) -> PlanningInputs:
+    """Rebuild the PlanningInputs of the run's partition from the ingest assets."""
+    date, group = split_partition(context)
+    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network,
+                          sales=sales_history, inventory_snapshot=inventory_snapshot,
+                          promotions=promotions_calendar, events=events_calendar, weather=weather_calendar,
+                          traffic=store_traffic, lanes=transfer_lanes)

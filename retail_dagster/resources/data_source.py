@@ -1,0 +1,95 @@
+"""The input data source resource: the embedded demo, a folder / S3 prefix of tables, or the Kaggle M5 files.
+
+Tables are read and validated once per process and cached; a ContractError stops the run before anything
+downstream is written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from ..core.contracts import validate_tables
+from ..core.demo import generate_demo, write_demo
+from ..core.loading import find_table_files, load_tables
+
+_CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
+_LOCK = threading.Lock()
+
+
+def ensure_demo_data(path: str, n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
+                     seed: int = 7, end_date: str | None = None) -> str:
+    """Generate the demo set into `path` unless a set made with the same parameters is already there."""
+    from ..core.demo import DEFAULT_END_DATE
+
+    end_date = end_date or DEFAULT_END_DATE
+    stamp = f"skus={n_skus} stores={n_stores} warehouses={n_warehouses} days={n_days} seed={seed} end={end_date}"
+    stamp_file = os.path.join(path, "DEMO_PARAMS")
+    if os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp:
+        return path
+    data = generate_demo(n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days, seed=seed,
+                         end_date=end_date)
+    write_demo(data, path)
+    tmp = stamp_file + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(stamp + "\n")
+    os.replace(tmp, stamp_file)
+    return path
+
+
+class DataSourceResource(dg.ConfigurableResource):
+    """Where the input tables come from. `demo` generates (once) and reads the embedded demo data set."""
+
+    kind: str = Field(default="demo", description="demo | files | m5")
+    path: str = Field(default="data/demo", description="folder or s3://bucket/prefix holding the tables")
+    endpoint_url: Optional[str] = Field(default=None, description="S3 endpoint (moto/MinIO); None = AWS default")
+    demo_skus: int = Field(default=200, description="demo: number of SKUs")
+    demo_stores: int = Field(default=6, description="demo: number of stores")
+    demo_warehouses: int = Field(default=1, description="demo: number of warehouses")
+    demo_days: int = Field(default=730, description="demo: days of history")
+    demo_seed: int = Field(default=7, description="demo: random seed")
+    demo_end_date: Optional[str] = Field(default=None, description="demo: last observed day (default fixed)")
+
+    def _key(self) -> tuple:
+        stamp = ()
+        if self.kind == "files" and not self.path.startswith("s3://") and os.path.isdir(self.path):
+            stamp = tuple(sorted((f, os.path.getmtime(os.path.join(self.path, f))) for f in os.listdir(self.path)))
+        return (self.kind, os.path.abspath(self.path) if "://" not in self.path else self.path, self.demo_skus,
+                self.demo_stores, self.demo_warehouses, self.demo_days, self.demo_seed, self.demo_end_date, stamp)
+
+    def _s3_client(self):
+        if not self.path.startswith("s3://"):
+            return None
+        from ..core.loading import make_s3_client
+
+        return make_s3_client(self.endpoint_url)
+
+    def load(self) -> dict[str, pd.DataFrame]:
+        """All input tables, validated (cached per process)."""
+        key = self._key()
+        with _LOCK:
+            if key not in _CACHE:
+                _CACHE.clear()  # one data set per process is enough; keeps memory bounded
+                _CACHE[key] = self._load_uncached()
+            return _CACHE[key]
+
+    def _load_uncached(self) -> dict[str, pd.DataFrame]:
+        if self.kind == "demo":
+            ensure_demo_data(self.path, self.demo_skus, self.demo_stores, self.demo_warehouses, self.demo_days,
+                             self.demo_seed, self.demo_end_date)
+            return load_tables(self.path)
+        if self.kind == "files":
+            return load_tables(self.path, s3_client=self._s3_client())
+        if self.kind == "m5":
+            from ..core.m5 import load_m5
+
+            return validate_tables(load_m5(self.path))
+        raise ValueError(f"unknown data source kind '{self.kind}': use demo, files or m5")
+
+    def available(self) -> list[str]:
+        return sorted(find_table_files(self.path, self._s3_client()))
