@@ -1,6 +1,5 @@
 """Ingest assets: per (date, sku_group) partition, exactly what was known at the start of the planning day."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

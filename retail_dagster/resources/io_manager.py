@@ -1,0 +1,257 @@
+"""Parquet IO manager: one file per asset and partition under a local folder or an s3:// prefix, written atomically.
+
+Layout (see docs/audit.md):
+    <base>/<asset>/<date>/<sku_group>.parquet    date x sku_group partitions (any multi-partition: one folder per dim)
+    <base>/<asset>/<partition_key>.parquet       single-dimension partitions
+    <base>/<asset>.parquet                       unpartitioned
+Small dict/list values are stored as `.json` at the same place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any, Mapping, Optional, Sequence
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
+
+from ..core.loading import is_s3, make_s3_client, split_s3
+
+PARQUET, JSON = ".parquet", ".json"
+# Prefix of in-flight local temp files; a reader never lists them and a crash leaves only these behind.
+TMP_PREFIX = ".tmp-"
+
+
+def _check_segment(segment: str, what: str) -> str:
+    """A path segment taken from a partition key or asset name; refuse ones that would escape the layout."""
+    segment = str(segment)
+    if not segment or segment in (".", "..") or "/" in segment or "\\" in segment or "\x00" in segment:
+        raise ValueError(f"{what} {segment!r} cannot be used as a file name (empty, '.', '..' or contains a slash)")
+    return segment
+
+
+def partition_segments(partition_key: Any, partitions_def: Optional[dg.PartitionsDefinition] = None) -> list[str]:
+    """Path segments of a partition key: ['2026-03-01', 'grocery'] for a date x sku_group key, [key] otherwise.
+
+    Accepts a MultiPartitionKey, a mapping {dimension: key}, a `a|b` string (multi-partition keys print their
+    dimension values joined by '|', dimensions sorted by name, so `date` comes before `sku_group`) or a plain key.
+    """
+    if partition_key is None:
+        return []
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        dims = partition_key.keys_by_dimension
+        values = [dims[d] for d in sorted(dims)]
+    elif isinstance(partition_key, Mapping):
+        values = [partition_key[d] for d in sorted(partition_key)]
+    elif isinstance(partitions_def, dg.MultiPartitionsDefinition) or (partitions_def is None and "|" in str(partition_key)):
+        values = str(partition_key).split("|")
+    else:
+        values = [str(partition_key)]
+    return [_check_segment(v, "partition key part") for v in values]
+
+
+def _asset_segments(asset: Any) -> list[str]:
+    if isinstance(asset, dg.AssetKey):
+        parts = list(asset.path)
+    elif isinstance(asset, (list, tuple)):
+        parts = list(asset)
+    else:
+        parts = str(asset).split("/")
+    return [_check_segment(p, "asset name") for p in parts]
+
+
+def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQUET,
+               partitions_def: Optional[dg.PartitionsDefinition] = None) -> str:
+    """Where the IO manager stores `asset` for `partition_key` under `base` (local path or s3:// URI).
+
+    >>> asset_path("s3://b/out", "price_recommendations", "2026-03-01|grocery")
+    's3://b/out/price_recommendations/2026-03-01/grocery.parquet'
+    """
+    segments = _asset_segments(asset)
+    parts = partition_segments(partition_key, partitions_def)
+    if parts:
+        segments = segments + parts[:-1] + [parts[-1] + ext]
+    else:
+        segments[-1] = segments[-1] + ext
+    if is_s3(base):
+        return base.rstrip("/") + "/" + "/".join(segments)
+    return os.path.join(base, *segments)
+
+
+def atomic_write_local(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never a partial file.
+
+    Temp file in the same folder (same filesystem, so the rename is atomic), fsync, os.replace, fsync the folder
+    so the rename itself survives a power loss.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems / platforms do not allow opening a directory
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
+    """(bytes, extension, rows) for a value the manager can store."""
+    if isinstance(obj, pd.DataFrame):
+        buf = io.BytesIO()
+        obj.to_parquet(buf, index=False)
+        return buf.getvalue(), PARQUET, len(obj)
+    if isinstance(obj, (dict, list)):
+        try:
+            data = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"ParquetIOManager cannot store this {type(obj).__name__} as JSON: {exc}") from exc
+        return data, JSON, len(obj)
+    raise TypeError(
+        f"ParquetIOManager stores pandas DataFrames (as Parquet) and dict/list values (as JSON); got "
+        f"{type(obj).__name__}. Return a DataFrame, or give this asset another io_manager_key.")
+
+
+def _decode(data: bytes, ext: str) -> Any:
+    if ext == PARQUET:
+        return pd.read_parquet(io.BytesIO(data))
+    return json.loads(data.decode("utf-8"))
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrames as Parquet (dict/list as JSON), one file per asset and partition, locally or on S3."""
+
+    base_path: str = Field(default="out", description="local folder, or s3://bucket/prefix, holding asset values")
+    s3: Optional[S3Resource] = Field(
+        default=None,
+        description="S3 client settings (region_name, endpoint_url for moto/MinIO) used when base_path is s3://; "
+                    "None = default AWS chain with AWS_ENDPOINT_URL_S3 / AWS_DEFAULT_REGION from the environment")
+
+    _client: Any = PrivateAttr(default=None)
+
+    # ---- storage primitives --------------------------------------------------------------------------------
+    def _s3_client(self) -> Any:
+        # Created on first use, never at import or config time, so the same definitions load without AWS.
+        if self._client is None:
+            self._client = self.s3.get_client() if self.s3 is not None else make_s3_client()
+        return self._client
+
+    def _write(self, path: str, data: bytes) -> None:
+        if is_s3(path):
+            bucket, key = split_s3(path)
+            # A single PUT is atomic on S3: readers see the previous object or the whole new one.
+            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        else:
+            atomic_write_local(path, data)
+
+    def _read(self, path: str) -> Optional[bytes]:
+        """Bytes at `path`, or None when there is no such file/object."""
+        if is_s3(path):
+            bucket, key = split_s3(path)
+            client = self._s3_client()
+            try:
+                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                return None
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    # ---- Dagster hooks -------------------------------------------------------------------------------------
+    @staticmethod
+    def _asset(context) -> list[str]:
+        if context.has_asset_key:
+            return list(context.asset_key.path)
+        # op outputs outside assets: step and output name
+        return [context.step_key, context.name]
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            context.log.debug("ParquetIOManager: output is None, nothing stored")
+            return
+        partition_key = None
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            if len(keys) != 1:
+                raise ValueError(
+                    f"{'/'.join(self._asset(context))}: this run covers {len(keys)} partitions "
+                    f"({keys[0]} .. {keys[-1]}) but stores one value; run one partition per run "
+                    "(a multi-run backfill), which is how this project's assets are defined")
+            partition_key = keys[0]
+        data, ext, rows = _encode(obj)
+        path = asset_path(self.base_path, self._asset(context), partition_key, ext,
+                          context.asset_partitions_def if context.has_asset_partitions else None)
+        self._write(path, data)
+        metadata: dict[str, Any] = {"path": dg.MetadataValue.path(path), "bytes": len(data)}
+        if rows is not None:
+            metadata["rows"] = rows
+        context.add_output_metadata(metadata)
+
+    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def) -> Any:
+        tried = []
+        for ext in (PARQUET, JSON):
+            path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
+            data = self._read(path)
+            if data is not None:
+                return _decode(data, ext)
+            tried.append(path)
+        raise FileNotFoundError(
+            f"no stored value for asset {'/'.join(asset)}"
+            + (f" partition {partition_key}" if partition_key is not None else "")
+            + f": looked for {' and '.join(tried)}. Materialize it first (same base_path: {self.base_path}).")
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        asset = self._asset(context.upstream_output) if not context.has_asset_key else list(context.asset_key.path)
+        if not context.has_asset_partitions:
+            return self._load_one(asset, None, None)
+        partitions_def = context.asset_partitions_def
+        keys = list(context.asset_partition_keys)
+        if len(keys) == 1:
+            return self._load_one(asset, keys[0], partitions_def)
+        # A range of upstream partitions (e.g. an unpartitioned consumer): load each, tag rows with their key.
+        frames = []
+        for key in keys:
+            value = self._load_one(asset, key, partitions_def)
+            if not isinstance(value, pd.DataFrame):
+                raise TypeError(f"{'/'.join(asset)}: cannot combine {len(keys)} partitions of non-DataFrame values")
+            frames.append(value.assign(**partition_columns(key, partitions_def)))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def partition_columns(partition_key: Any, partitions_def: Optional[dg.PartitionsDefinition] = None) -> dict[str, str]:
+    """Columns added to rows loaded from several partitions: `partition_<dimension>` or `partition`."""
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        return {f"partition_{d}": v for d, v in partition_key.keys_by_dimension.items()}
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        names = sorted(d.name for d in partitions_def.partitions_defs)
+        return {f"partition_{d}": v for d, v in zip(names, str(partition_key).split("|"))}
+    return {"partition": str(partition_key)}
+
+
+__all__ = ["ParquetIOManager", "asset_path", "atomic_write_local", "partition_segments", "partition_columns"]
