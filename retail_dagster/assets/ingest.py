@@ -13,6 +13,7 @@ INGEST_GROUP = "ingest"
 # output name -> (PlanningInputs attribute, description)
 INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
     "sales_history": ("sales", "Daily sales of the group's SKUs dated before the planning day (censored by stock)."),
+    "inventory_history": ("inventory_history", "Daily end-of-day stock before the planning day (marks stock-out days)."),
     "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the planning day, stores and warehouses."),
     "catalog_slice": ("catalog", "The group's SKUs: costs, prices, MSRP/MAP, case packs."),
     "promotions_calendar": ("promotions", "Planned promotions known at the start of the day, through the 14-day horizon."),
@@ -58,12 +59,16 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
         yield dg.Output(frame, output_name=name, metadata=_summary(frame))
 
 
-def inputs_from_assets(context, sales_history, inventory_snapshot, catalog_slice, promotions_calendar,
-                       events_calendar, weather_calendar, store_traffic, store_network, transfer_lanes,
-                       ) -> PlanningInputs:
+def inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
+                       promotions_calendar, events_calendar, weather_calendar, store_traffic, store_network,
+                       transfer_lanes) -> PlanningInputs:
     """Rebuild the PlanningInputs of the run's partition from the ingest assets."""
     date, group = split_partition(context)
     return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network,
                           sales=sales_history, inventory_snapshot=inventory_snapshot,
                           promotions=promotions_calendar, events=events_calendar, weather=weather_calendar,
-                          traffic=store_traffic, lanes=transfer_lanes)
+                          traffic=store_traffic, lanes=transfer_lanes, inventory_history=inventory_history)
+
+
+# the ingest assets every agent asset takes as inputs, in inputs_from_assets' order
+INGEST_INS = {name: dg.AssetIn(key=name) for name in INGEST_OUTPUTS}

@@ -30,6 +30,14 @@ class PlanningInputs:
     lanes: pd.DataFrame
     horizon_days: int = HORIZON_DAYS
     notes: list[str] = field(default_factory=list)
+    inventory_history: pd.DataFrame | None = None  # date < D (stock-out days for censoring), group's SKUs
+
+    def as_tables(self) -> dict[str, pd.DataFrame]:
+        """The slice as a tables dict (contract names), e.g. for engines that take `tables`."""
+        inv = self.inventory_history if self.inventory_history is not None else self.inventory_snapshot
+        return {"catalog": self.catalog, "locations": self.locations, "sales": self.sales, "inventory": inv,
+                "promotions": self.promotions, "events": self.events, "weather": self.weather,
+                "traffic": self.traffic, "lanes": self.lanes}
 
     @property
     def target_dates(self) -> pd.DatetimeIndex:
@@ -80,4 +88,5 @@ def planning_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None
         weather=tables["weather"][tables["weather"]["date"] < end].reset_index(drop=True),
         traffic=tables["traffic"][tables["traffic"]["date"] < d].reset_index(drop=True),
         lanes=tables["lanes"].reset_index(drop=True), horizon_days=horizon_days, notes=notes,
+        inventory_history=inv.reset_index(drop=True),
     )
