@@ -144,9 +144,8 @@ def _cmd_backtest(args) -> int:
 def _cmd_audit(args) -> int:
     from .resources.audit import audit_main
 
-    audit_main(date=args.date, group=args.group, sku=args.sku, path=args.path, s3_uri=args.s3_uri,
-               endpoint_url=args.endpoint_url)
-    return 0
+    return audit_main(date=args.date, group=args.group, sku=args.sku, path=args.path, s3_uri=args.s3_uri,
+                      endpoint_url=args.endpoint_url)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@
 | RETAIL_DAGSTER_AUDIT | <OUT>/.. audit under the same base | base path of the audit trail (local folder or s3://bucket/prefix) |
 | RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | 200 / 6 / 1 / 730 / 7 / 2026-11-24 | demo size |
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
+| RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
 | AWS_ENDPOINT_URL_S3 | unset | S3 endpoint (moto or MinIO in tests and dev) |
 """
 
@@ -53,6 +54,11 @@ def data_path() -> str:
 
 def out_path() -> str:
     return os.environ.get("RETAIL_DAGSTER_OUT", os.path.abspath("out"))
+
+
+def model_cache_path() -> str:
+    """Local folder for trained forecast models (per data set, SKU group and training anchor)."""
+    return os.environ.get("RETAIL_DAGSTER_MODEL_CACHE", os.path.abspath(".model_cache"))
 
 
 def audit_path() -> str:

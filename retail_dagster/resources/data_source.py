@@ -62,6 +62,10 @@ class DataSourceResource(dg.ConfigurableResource):
         return (self.kind, os.path.abspath(self.path) if "://" not in self.path else self.path, self.demo_skus,
                 self.demo_stores, self.demo_warehouses, self.demo_days, self.demo_seed, self.demo_end_date, stamp)
 
+    def identity(self) -> str:
+        """A stable description of the data set (kind, path, demo parameters): keys caches such as trained models."""
+        return "|".join(map(str, self._key()[:8]))
+
     def _s3_client(self):
         if not self.path.startswith("s3://"):
             return None

@@ -1,0 +1,193 @@
+"""ParquetIOManager: the documented file layout, round trips locally and on S3 (moto), atomic writes, range loads."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from retail_dagster.core.fingerprint import fingerprints, frame_fingerprint
+from retail_dagster.resources import io_manager as iom
+from retail_dagster.resources.io_manager import ParquetIOManager, asset_path
+# Until conftest.py imports them, the S3 fixtures come from here.
+
+by_group = dg.MultiPartitionsDefinition({
+    "date": dg.DailyPartitionsDefinition(start_date="2026-03-01", end_date="2026-03-05"),
+    "sku_group": dg.StaticPartitionsDefinition(["grocery", "household"]),
+})
+by_day = dg.DailyPartitionsDefinition(start_date="2026-03-01", end_date="2026-03-05")
+
+
+def _frame(date: str, group: str) -> pd.DataFrame:
+    n = 5
+    return pd.DataFrame({
+        "sku_id": [f"{group[:3]}-{i}" for i in range(n)],
+        "location_id": ["S1"] * n,
+        "target_date": pd.date_range(date, periods=n),
+        "p50": np.linspace(1.5, 3.5, n),
+        "units": np.arange(n, dtype="int64"),
+    })
+
+
+@dg.asset(partitions_def=by_group)
+def demand_forecast(context) -> pd.DataFrame:
+    dims = context.partition_key.keys_by_dimension
+    return _frame(dims["date"], dims["sku_group"])
+
+
+@dg.asset(partitions_def=by_group)
+def price_recommendations(demand_forecast: pd.DataFrame) -> pd.DataFrame:
+    return demand_forecast.assign(recommended_price=demand_forecast["p50"] * 2)
+
+
+KEY = dg.MultiPartitionKey({"date": "2026-03-02", "sku_group": "grocery"})
+
+
+@pytest.mark.parametrize("key, expected", [
+    (KEY, "base/demand_forecast/2026-03-02/grocery.parquet"),
+    ("2026-03-02|grocery", "base/demand_forecast/2026-03-02/grocery.parquet"),
+    ({"sku_group": "grocery", "date": "2026-03-02"}, "base/demand_forecast/2026-03-02/grocery.parquet"),
+    ("2026-03-02", "base/demand_forecast/2026-03-02.parquet"),
+    (None, "base/demand_forecast.parquet"),
+])
+def test_asset_path_layout(key, expected):
+    assert asset_path("base", "demand_forecast", key) == expected
+    assert asset_path("s3://bucket/out/", "demand_forecast", key) == "s3://bucket/out/" + expected[len("base/"):]
+
+
+@pytest.mark.parametrize("bad", ["..", "a/b", ""])
+def test_asset_path_refuses_escaping_keys(bad):
+    with pytest.raises(ValueError, match="cannot be used as a file name"):
+        asset_path("base", "demand_forecast", bad)
+
+
+def _no_temp_files(root) -> bool:
+    return not [f for _, _, files in os.walk(root) for f in files if f.startswith(iom.TMP_PREFIX)]
+
+
+def test_local_materialize_writes_documented_layout_and_reads_back(tmp_path):
+    io = ParquetIOManager(base_path=str(tmp_path))
+    result = dg.materialize([demand_forecast, price_recommendations], partition_key=KEY,
+                            resources={"io_manager": io})
+    assert result.success
+    path = tmp_path / "demand_forecast" / "2026-03-02" / "grocery.parquet"
+    assert path.is_file()
+    stored = pd.read_parquet(path)
+    expected = _frame("2026-03-02", "grocery")
+    pd.testing.assert_frame_equal(stored, expected)
+    # downstream got the same frame through load_input (same partition)
+    prices = pd.read_parquet(tmp_path / "price_recommendations" / "2026-03-02" / "grocery.parquet")
+    np.testing.assert_allclose(prices["recommended_price"], expected["p50"] * 2)
+    meta = result.asset_materializations_for_node("demand_forecast")[0].metadata
+    assert meta["path"].value == str(path)
+    assert meta["rows"].value == len(expected)
+    assert meta["bytes"].value == path.stat().st_size
+    assert _no_temp_files(tmp_path)
+
+
+def test_s3_materialize_writes_documented_keys_and_reads_back(moto_server, s3_client, s3_bucket):
+    io = ParquetIOManager(base_path=f"s3://{s3_bucket}/out", s3=S3Resource(endpoint_url=moto_server))
+    result = dg.materialize([demand_forecast, price_recommendations], partition_key=KEY,
+                            resources={"io_manager": io})
+    assert result.success
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert keys == {"out/demand_forecast/2026-03-02/grocery.parquet",
+                    "out/price_recommendations/2026-03-02/grocery.parquet"}
+    # read back through the IO manager itself
+    ctx = dg.build_input_context(asset_key=dg.AssetKey("demand_forecast"), partition_key=KEY,
+                                 asset_partitions_def=by_group)
+    loaded = io.load_input(ctx)
+    expected = _frame("2026-03-02", "grocery")
+    pd.testing.assert_frame_equal(loaded, expected)
+    assert frame_fingerprint(loaded) == frame_fingerprint(expected)
+    meta = result.asset_materializations_for_node("demand_forecast")[0].metadata
+    assert meta["path"].value == f"s3://{s3_bucket}/out/demand_forecast/2026-03-02/grocery.parquet"
+
+
+def test_single_dimension_and_unpartitioned_and_json(tmp_path):
+    io = ParquetIOManager(base_path=str(tmp_path))
+    frame = _frame("2026-03-03", "grocery")
+    out = dg.build_output_context(asset_key="daily_totals", partition_key="2026-03-03", asset_partitions_def=by_day)
+    io.handle_output(out, frame)
+    assert (tmp_path / "daily_totals" / "2026-03-03.parquet").is_file()
+    back = io.load_input(dg.build_input_context(asset_key="daily_totals", partition_key="2026-03-03",
+                                                asset_partitions_def=by_day))
+    pd.testing.assert_frame_equal(back, frame)
+
+    io.handle_output(dg.build_output_context(asset_key="agent_settings"), {"max_daily_change_pct": 10, "b": [1, 2]})
+    assert (tmp_path / "agent_settings.json").is_file()
+    assert io.load_input(dg.build_input_context(asset_key="agent_settings")) == {"max_daily_change_pct": 10,
+                                                                                  "b": [1, 2]}
+    with pytest.raises(TypeError, match="stores pandas DataFrames"):
+        io.handle_output(dg.build_output_context(asset_key="weird"), object())
+
+
+def test_range_input_concatenates_partitions_with_partition_columns(tmp_path):
+    io = ParquetIOManager(base_path=str(tmp_path))
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        io.handle_output(dg.build_output_context(asset_key="daily_totals", partition_key=day,
+                                                 asset_partitions_def=by_day), _frame(day, "grocery"))
+    ctx = dg.build_input_context(asset_key="daily_totals", asset_partitions_def=by_day,
+                                 asset_partition_key_range=dg.PartitionKeyRange("2026-03-01", "2026-03-03"))
+    combined = io.load_input(ctx)
+    assert len(combined) == 15
+    assert combined["partition"].tolist() == ["2026-03-01"] * 5 + ["2026-03-02"] * 5 + ["2026-03-03"] * 5
+    assert combined.drop(columns="partition").columns.tolist() == _frame("2026-03-01", "x").columns.tolist()
+
+
+def test_missing_partition_error_names_the_path(tmp_path):
+    io = ParquetIOManager(base_path=str(tmp_path))
+    ctx = dg.build_input_context(asset_key="demand_forecast", partition_key=KEY, asset_partitions_def=by_group)
+    with pytest.raises(FileNotFoundError, match=r"demand_forecast/2026-03-02/grocery\.parquet"):
+        io.load_input(ctx)
+
+
+def test_crash_during_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    io = ParquetIOManager(base_path=str(tmp_path))
+    out = dg.build_output_context(asset_key="demand_forecast", partition_key=KEY, asset_partitions_def=by_group)
+    old = _frame("2026-03-02", "grocery")
+    io.handle_output(out, old)
+    path = tmp_path / "demand_forecast" / "2026-03-02" / "grocery.parquet"
+    before = path.read_bytes()
+
+    def boom(fd):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(iom.os, "fsync", boom)  # fails after the temp file was written, before the rename
+    with pytest.raises(OSError, match="disk on fire"):
+        io.handle_output(out, old.assign(p50=0.0))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert _no_temp_files(tmp_path)
+    assert sorted(os.listdir(path.parent)) == ["grocery.parquet"]
+
+
+def test_fingerprint_deterministic_and_storage_independent(tmp_path):
+    frame = _frame("2026-03-02", "grocery")
+    fp = frame_fingerprint(frame)
+    assert len(fp) == 64
+    frame.to_parquet(tmp_path / "f.parquet", index=False)
+    assert frame_fingerprint(pd.read_parquet(tmp_path / "f.parquet")) == fp      # Parquet round trip
+    assert frame_fingerprint(frame.set_index("sku_id", drop=False)) == fp        # index is ignored
+    assert frame_fingerprint(frame.assign(p50=frame["p50"] + 1e-9)) != fp       # any value counts
+    assert frame_fingerprint(frame.astype({"units": "float64"})) != fp          # dtype counts
+    assert frame_fingerprint(frame.rename(columns={"p50": "p90"})) != fp        # names count
+    assert fingerprints({"a": frame, "b": None}) == {"a": fp}
+
+
+def test_fingerprint_same_in_another_process():
+    import subprocess
+    import sys
+
+    code = ("import pandas as pd; from retail_dagster.core.fingerprint import frame_fingerprint;"
+            "print(frame_fingerprint(pd.DataFrame({'a': ['x', 'y'], 'b': [1.5, 2.0],"
+            " 'd': pd.to_datetime(['2026-03-01', '2026-03-02'])})))")
+    here = frame_fingerprint(pd.DataFrame({"a": ["x", "y"], "b": [1.5, 2.0],
+                                           "d": pd.to_datetime(["2026-03-01", "2026-03-02"])}))
+    env = dict(os.environ, PYTHONHASHSEED="123")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert other.stdout.strip() == here
