@@ -5,8 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from . import settings
-from .assets import ingest
+from .agents.demand import DemandSensingAgent
+from .assets import demand, ingest
 from .jobs import daily_pipeline_job
+from .schedules import daily_planning_schedule
 from .resources.data_source import DataSourceResource
 from .resources.io_manager import ParquetIOManager
 
@@ -20,12 +22,14 @@ def build_resources() -> dict:
             demo_stores=size.n_stores, demo_warehouses=size.n_warehouses, demo_days=size.n_days,
             demo_seed=size.seed, demo_end_date=size.end_date),
         "io_manager": ParquetIOManager(base_path=settings.out_path()),
+        "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path()),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest]),
+    assets=dg.load_assets_from_modules([ingest, demand]),
     asset_checks=[],
     jobs=[daily_pipeline_job],
+    schedules=[daily_planning_schedule],
     resources=build_resources(),
 )

@@ -1,0 +1,756 @@
+"""Demand-sensing forecast engine: a global LightGBM (mlforecast, Tweedie) per SKU group with calendar, price,
+promotion, event, weather and traffic features, statsforecast models for intermittent series and fallbacks, a
+category x location profile for new series, and negative-binomial quantiles calibrated on a recent holdout.
+
+Dagster-free: `forecast_for_date(tables, date, sku_group, settings, cache_dir)` is what the asset calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .asof import PlanningInputs, planning_inputs
+
+ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall on a fixed weekly grid
+OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
+                  "model"]
+NEW_SERIES_MODEL = "new_series_profile"
+FALLBACK_MODEL = "seasonal_window_average"
+# statsforecast intermittent models: output name -> (class name, kwargs)
+INTERMITTENT_MODELS = {
+    "tsb": ("TSB", {"alpha_d": 0.1, "alpha_p": 0.1}),
+    "croston_sba": ("CrostonSBA", {}),
+    "adida": ("ADIDA", {}),
+    "imapa": ("IMAPA", {}),
+}
+
+
+def _default_lgbm_params() -> dict:
+    return {
+        "n_estimators": 350, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
+        "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "tweedie_variance_power": 1.2, "max_bin": 127,
+    }
+
+
+@dataclass
+class ForecastSettings:
+    """Settings of the demand forecast engine (all have defaults)."""
+
+    horizon_days: int = 14  # target dates D..D+horizon-1
+    retrain_every_days: int = 7  # anchors every N days from 2000-01-03; a model serves its anchor..anchor+N-1
+    train_window_days: int = 364  # days of history the model is trained on (before the calibration holdout)
+    calibration_days: int = 14  # holdout right before the anchor: quantile calibration and model choice
+    max_train_rows: int = 1_200_000  # cap on training rows: a deterministic hash sample of series beyond it
+    min_history_days: int = 28  # series with less history get the category x location profile
+    active_days: int = 56  # a series is active with sales rows in the last N days (or stock on hand/in transit)
+    objective: str = "tweedie"  # LightGBM objective: "tweedie" or "poisson"
+    lgbm_params: dict = field(default_factory=_default_lgbm_params)
+    quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
+    target_coverage: float = 0.8  # p10..p90 coverage the dispersion is calibrated to on the holdout
+    use_intermittent_models: bool = True  # let statsforecast models win the intermittent segment on the holdout
+    drop_stockout_days: bool = True  # drop stocked-out (censored) days from training; impute them in the lags
+    max_event_types: int = 8  # one feature per most frequent event type
+    seed: int = 7
+    num_threads: int = 2
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    @property
+    def model_name(self) -> str:
+        return f"lgbm_{self.objective}"
+
+
+# PlanningInputs carries `inventory_history` (date < D), which is what finds the stocked-out (censored) days
+ForecastInputs = PlanningInputs
+
+
+def forecast_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None,
+                    horizon_days: int = 14) -> PlanningInputs:
+    """The as-of inputs for planning `date`: nothing dated >= D except the calendars."""
+    return planning_inputs(tables, date, sku_group, horizon_days)
+
+
+def anchor_date(date, retrain_every_days: int = 7) -> pd.Timestamp:
+    """The latest training anchor <= date on the fixed grid (every N days from 2000-01-03)."""
+    d = pd.Timestamp(date).normalize()
+    k = (d - ANCHOR_ORIGIN).days // retrain_every_days
+    return ANCHOR_ORIGIN + pd.Timedelta(days=k * retrain_every_days)
+
+
+def _stores(inputs: PlanningInputs) -> pd.Index:
+    loc = inputs.locations
+    return pd.Index(loc.loc[loc["kind"] == "store", "location_id"].astype(str))
+
+
+def active_series(inputs: PlanningInputs, active_days: int = 56) -> pd.DataFrame:
+    """Store SKU-locations to forecast: sales rows in the last `active_days` before D, or stock on hand/in transit."""
+    stores = _stores(inputs)
+    s = inputs.sales
+    recent = s.loc[(s["date"] >= inputs.date - pd.Timedelta(days=active_days)) & s["location_id"].isin(stores),
+                   ["sku_id", "location_id"]]
+    snap = inputs.inventory_snapshot
+    stocked = snap.loc[((snap["on_hand"] + snap["in_transit"]) > 0) & snap["location_id"].isin(stores)
+                       & snap["sku_id"].isin(inputs.catalog["sku_id"]), ["sku_id", "location_id"]]
+    out = pd.concat([recent, stocked], ignore_index=True).drop_duplicates()
+    return out.sort_values(["sku_id", "location_id"]).reset_index(drop=True).astype(object)
+
+
+# ---- panel: dense (series x day) arrays turned into mlforecast long frames -------------------------------------
+
+@dataclass
+class FeatureMeta:
+    """What the feature builder must keep identical between training and prediction."""
+
+    categories: list[str]
+    locations: list[str]
+    event_types: list[str]
+
+
+def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings) -> FeatureMeta:
+    ev = inputs.events
+    types = []
+    if len(ev):
+        counts = ev["event_type"].astype(str).value_counts()
+        counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+        types = sorted(counts.index[: settings.max_event_types].tolist())
+    return FeatureMeta(categories=sorted(inputs.catalog["category"].astype(str).unique().tolist()),
+                       locations=sorted(_stores(inputs).tolist()), event_types=types)
+
+
+def _series_codes(frame: pd.DataFrame, series: pd.DataFrame) -> np.ndarray:
+    """Row position of each (sku_id, location_id) of `frame` in `series` (-1 when absent)."""
+    idx = pd.MultiIndex.from_frame(series[["sku_id", "location_id"]])
+    return idx.get_indexer(pd.MultiIndex.from_arrays([frame["sku_id"].to_numpy(), frame["location_id"].to_numpy()]))
+
+
+def _rolling_sum(a: np.ndarray, window: int) -> np.ndarray:
+    """Sum over the `window` previous columns (t-window..t-1), per row."""
+    c = np.zeros((a.shape[0], a.shape[1] + 1), dtype=np.float64)
+    np.cumsum(a, axis=1, out=c[:, 1:])
+    t = np.arange(a.shape[1])
+    return c[:, t] - c[:, np.maximum(t - window, 0)]
+
+
+@dataclass
+class Panel:
+    """Dense arrays for N series over history days [start, asof) and future days [asof, asof+h)."""
+
+    series: pd.DataFrame  # sku_id, location_id, category (row order = array rows)
+    dates: pd.DatetimeIndex  # history then future
+    n_hist: int
+    y: np.ndarray  # (N, n_hist) observed units (0 where no sales row)
+    y_feat: np.ndarray  # (N, n_hist) units with stocked-out days imputed (what lags see)
+    censored: np.ndarray  # (N, n_hist) bool: end-of-day on hand 0
+    first_t: np.ndarray  # (N,) first history column of the series (may be n_hist: no history)
+    exog: dict[str, np.ndarray]  # name -> (N, T) float32, T = history + future
+    static: dict[str, np.ndarray]  # name -> (N,)
+
+    def long(self, part: str, keep_last: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """mlforecast frame (unique_id = row number) for 'hist' or 'future'; also the censored flag per row."""
+        N = len(self.series)
+        if part == "hist":
+            t0 = 0 if keep_last is None else max(self.n_hist - keep_last, 0)
+            cols = np.arange(t0, self.n_hist)
+            mask = cols[None, :] >= self.first_t[:, None]
+        else:
+            cols = np.arange(self.n_hist, len(self.dates))
+            mask = np.ones((N, len(cols)), dtype=bool)
+        r, c = np.nonzero(mask)
+        tc = cols[c]
+        out = {"unique_id": r.astype(np.int64), "ds": self.dates.values[tc]}
+        if part == "hist":
+            out["y"] = self.y_feat[r, tc].astype(np.float32)
+        for k, v in self.static.items():
+            out[k] = v[r]
+        for k, v in self.exog.items():
+            out[k] = v[r, tc]
+        cens = self.censored[r, tc] if part == "hist" else np.zeros(len(r), dtype=bool)
+        return pd.DataFrame(out), cens
+
+
+def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestamp, start: pd.Timestamp,
+                 horizon: int, meta: FeatureMeta) -> Panel:
+    """Features for `series` from `start` to asof-1 (history) and asof..asof+horizon-1 (future), known at `asof`."""
+    N = len(series)
+    n_hist = max((asof - start).days, 0)
+    dates = pd.date_range(start, periods=n_hist + horizon, freq="D")
+    T = len(dates)
+    catalog = inputs.catalog.set_index("sku_id")
+
+    # sales (observed units, price, promo flag) in the history window
+    s = inputs.sales
+    s = s[(s["date"] < asof)]
+    first_sale = s.groupby(["sku_id", "location_id"], sort=False)["date"].min()
+    first_idx = _series_codes(first_sale.index.to_frame(index=False), series)
+    first_t = np.full(N, n_hist, dtype=np.int64)
+    ok = first_idx >= 0
+    first_t[first_idx[ok]] = np.clip(
+        (first_sale.to_numpy()[ok] - start.to_datetime64()) // np.timedelta64(1, "D"), 0, n_hist)
+    # regular price at `asof`: the series' last price off promotion (catalog base price when never seen)
+    off = s[~s["on_promotion"].astype(bool)]
+    last_reg = off.sort_values("date", kind="stable").groupby(["sku_id", "location_id"], sort=False)["price"].last()
+    reg = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64).copy()
+    ri = _series_codes(last_reg.index.to_frame(index=False), series)
+    reg[ri[ri >= 0]] = last_reg.to_numpy()[ri >= 0]
+
+    sw = s[s["date"] >= start]
+    code = _series_codes(sw, series)
+    keep = code >= 0
+    code, t = code[keep], ((sw["date"].to_numpy()[keep] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+    y = np.zeros((N, n_hist), dtype=np.float32)
+    y[code, t] = sw["units"].to_numpy()[keep]
+    price = np.full((N, T), np.nan, dtype=np.float64)
+    price[code, t] = sw["price"].to_numpy()[keep]
+    promo_flag = np.zeros((N, T), dtype=bool)
+    promo_flag[code, t] = sw["on_promotion"].to_numpy(dtype=bool)[keep]
+
+    censored = np.zeros((N, n_hist), dtype=bool)
+    inv = inputs.inventory_history
+    if inv is not None and len(inv):
+        iw = inv[(inv["date"] >= start) & (inv["date"] < asof)]
+        ic = _series_codes(iw, series)
+        k = ic >= 0
+        it = ((iw["date"].to_numpy()[k] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+        censored[ic[k], it] = iw["on_hand"].to_numpy()[k] <= 0
+    censored &= np.arange(n_hist)[None, :] >= first_t[:, None]
+
+    # impute censored days for the lag features: the series' mean over uncensored days of the previous 4 weeks
+    y_feat = y
+    if censored.any():
+        unc = (~censored).astype(np.float64)
+        num = _rolling_sum(y * unc, 28)
+        den = _rolling_sum(unc, 28)
+        est = np.where(den > 0, num / np.maximum(den, 1), y)
+        y_feat = np.where(censored, np.maximum(y, est), y).astype(np.float32)
+
+    # planned promotions (known for the whole window), expanded to days
+    disc = np.zeros((N, T), dtype=np.float32)
+    pr = inputs.promotions
+    end = dates[-1] if T else start
+    if len(pr):
+        pr = pr[(pr["end_date"] >= start) & (pr["start_date"] <= end)]
+        pc = _series_codes(pr, series)
+        pr, pc = pr[pc >= 0], pc[pc >= 0]
+        if len(pr):
+            a = np.maximum((pr["start_date"] - start).dt.days.to_numpy(), 0)
+            b = np.minimum((pr["end_date"] - start).dt.days.to_numpy(), T - 1)
+            n = np.maximum(b - a + 1, 0)
+            rows = np.repeat(pc, n)
+            cols = np.repeat(a, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+            np.maximum.at(disc, (rows, cols), np.repeat(pr["discount_pct"].to_numpy(np.float32), n))
+    # future price: current regular price with the planned discount; history: observed price, gaps carried forward
+    price[:, n_hist:] = reg[:, None] * (1 - disc[:, n_hist:] / 100.0)
+    price = pd.DataFrame(price).ffill(axis=1).bfill(axis=1).to_numpy()
+    base = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64)
+    price_ratio = np.where(np.isfinite(price), price / base[:, None], 1.0).astype(np.float32)
+    on_promo = ((disc > 0) | promo_flag).astype(np.float32)
+
+    # store-day features: region calendars (events, weather) and traffic
+    locs = inputs.locations.set_index("location_id")
+    store_ids = pd.Index(sorted(series["location_id"].unique()))
+    store_of = store_ids.get_indexer(series["location_id"])
+    region_of_store = locs.loc[store_ids, "region"].astype(str).to_numpy()
+    regions = pd.Index(sorted(set(region_of_store)))
+    reg_of_store = regions.get_indexer(region_of_store)
+    date_pos = pd.Series(np.arange(T), index=dates)
+
+    def region_day(frame: pd.DataFrame, value: str, agg: str = "mean") -> np.ndarray:
+        out = np.full((len(regions), T), np.nan, dtype=np.float32)
+        if frame is None or not len(frame):
+            return out
+        f = frame[(frame["date"] >= start) & (frame["date"] <= end)]
+        ri, ti = regions.get_indexer(f["region"].astype(str)), date_pos.reindex(f["date"]).to_numpy()
+        k = (ri >= 0) & ~np.isnan(ti)
+        out[ri[k], ti[k].astype(int)] = f[value].to_numpy(dtype=np.float32)[k]
+        return out
+
+    exog: dict[str, np.ndarray] = {}
+    exog["price_ratio"] = price_ratio
+    exog["discount_pct"] = disc
+    exog["on_promotion"] = on_promo
+    temp = region_day(inputs.weather, "temperature_c")[reg_of_store][store_of]
+    rain = region_day(inputs.weather, "precipitation_mm")[reg_of_store][store_of]
+    exog["temperature_c"], exog["precipitation_mm"] = temp, rain
+
+    ev = inputs.events
+    if len(meta.event_types):
+        ev = ev[(ev["date"] >= start) & (ev["date"] <= end)]
+        ti = date_pos.reindex(ev["date"]).to_numpy().astype(int) if len(ev) else np.zeros(0, int)
+        for j, etype in enumerate(meta.event_types):
+            m = (ev["event_type"].astype(str) == etype).to_numpy()
+            grid = np.zeros((len(regions) + 1, T), dtype=np.float32)  # last row: region 'ALL'
+            ri = regions.get_indexer(ev["region"].astype(str).to_numpy()[m])
+            ri = np.where(ev["region"].astype(str).to_numpy()[m] == "ALL", len(regions), ri)
+            k = ri >= 0
+            np.add.at(grid, (ri[k], ti[m][k]), 1.0)
+            by_region = grid[:-1] + grid[-1][None, :]
+            exog[f"event_{j}"] = by_region[reg_of_store][store_of]
+
+    # traffic: observed history; for the future (unknown) the store's mean by day of week over the last 8 weeks.
+    # Scaled by the store's median so the feature is an index comparable across stores.
+    traffic = np.full((len(store_ids), T), np.nan, dtype=np.float32)
+    tr = inputs.traffic
+    if tr is not None and len(tr):
+        tr = tr[(tr["date"] < asof) & tr["location_id"].isin(store_ids)]
+        recent = tr[tr["date"] >= asof - pd.Timedelta(days=56)]
+        if len(recent):
+            si = store_ids.get_indexer(tr["location_id"])
+            tw = (tr["date"] >= start).to_numpy()
+            ti = ((tr["date"].to_numpy()[tw] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+            traffic[si[tw], ti] = tr["visitors"].to_numpy(dtype=np.float32)[tw]
+            prof = recent.assign(dow=recent["date"].dt.dayofweek).groupby(["location_id", "dow"])["visitors"].mean()
+            prof = prof.unstack().reindex(index=store_ids, columns=range(7))
+            fut_dow = dates[n_hist:].dayofweek
+            traffic[:, n_hist:] = prof.to_numpy(dtype=np.float32)[:, fut_dow]
+            med = recent.groupby("location_id")["visitors"].median().reindex(store_ids).to_numpy(dtype=np.float32)
+            traffic = traffic / np.where(med > 0, med, np.nan)[:, None]
+    exog["traffic_index"] = traffic[store_of]
+
+    cats = pd.Index(meta.categories)
+    static = {
+        "category_code": cats.get_indexer(series["category"].astype(str)).astype(np.int32),
+        "location_code": pd.Index(meta.locations).get_indexer(series["location_id"]).astype(np.int32),
+        "log_base_price": np.log(base).astype(np.float32),
+    }
+    return Panel(series=series.reset_index(drop=True), dates=dates, n_hist=n_hist, y=y, y_feat=y_feat,
+                 censored=censored, first_t=first_t, exog=exog, static=static)
+
+
+# ---- quantiles: negative binomial around the mean, dispersion fitted on a holdout -------------------------------
+
+def nb_quantiles(mu: np.ndarray, phi: np.ndarray, qs) -> np.ndarray:
+    """Mid-quantiles of NB(mean mu, var mu + phi mu^2), mass of k spread over [k-.5, k+.5]: (len(mu), len(qs)).
+
+    Spreading the integer masses makes quantiles continuous so a p10..p90 band can hold ~80% of integer actuals
+    instead of jumping to 90%+ on slow movers.
+    """
+    from scipy import stats
+
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
+    n = 1.0 / np.maximum(np.asarray(phi, dtype=np.float64), 1e-4)
+    p = n / (n + mu)
+    out = np.empty((len(mu), len(qs)))
+    for j, q in enumerate(qs):
+        k = stats.nbinom.ppf(q, n, p)
+        below = np.where(k > 0, stats.nbinom.cdf(k - 1, n, p), 0.0)
+        mass = np.maximum(stats.nbinom.pmf(k, n, p), 1e-12)
+        out[:, j] = np.clip(k - 0.5 + (q - below) / mass, np.maximum(k - 0.5, 0), k + 0.5)
+    return np.maximum(out, 0.0)
+
+
+@dataclass
+class Dispersion:
+    """NB dispersion phi as a function of log(mean) (piecewise linear), times a calibrated multiplier."""
+
+    log_mu: np.ndarray
+    phi: np.ndarray
+    multiplier: float = 1.0
+    holdout_coverage: float | None = None
+
+    def __call__(self, mu: np.ndarray) -> np.ndarray:
+        x = np.log(np.maximum(mu, 1e-6))
+        return np.interp(x, self.log_mu, self.phi) * self.multiplier
+
+
+def fit_dispersion(mu: np.ndarray, y: np.ndarray, target: float = 0.8, lo: float = 0.1, hi: float = 0.9,
+                   n_bins: int = 8, seed: int = 0) -> Dispersion:
+    """Moment estimate of phi per mean bin, then a multiplier so that [lo, hi] covers `target` of the holdout."""
+    mu, y = np.maximum(np.asarray(mu, float), 1e-6), np.asarray(y, float)
+    if len(mu) < 50:
+        return Dispersion(np.array([0.0]), np.array([0.5]))
+    edges = np.unique(np.quantile(mu, np.linspace(0, 1, n_bins + 1)))
+    b = np.clip(np.searchsorted(edges, mu, side="right") - 1, 0, max(len(edges) - 2, 0))
+    cnt = np.bincount(b)
+    mm = np.bincount(b, mu) / np.maximum(cnt, 1)
+    m2 = np.bincount(b, mu ** 2) / np.maximum(cnt, 1)
+    se = np.bincount(b, (y - mu) ** 2) / np.maximum(cnt, 1)
+    phi = np.clip((se - mm) / np.maximum(m2, 1e-9), 0.02, 20.0)
+    ok = cnt > 0
+    disp = Dispersion(np.log(mm[ok]), phi[ok])
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(mu), min(len(mu), 60_000), replace=False))
+    best = None
+    for m in np.geomspace(0.25, 4.0, 17):
+        q = nb_quantiles(mu[idx], disp(mu[idx]) * m, [lo, hi])
+        cov = float(np.mean((y[idx] >= q[:, 0]) & (y[idx] <= q[:, 1])))
+        if best is None or abs(cov - target) < abs(best[1] - target) - 1e-9:
+            best = (m, cov)
+    disp.multiplier, disp.holdout_coverage = float(best[0]), float(best[1])
+    return disp
+
+
+# ---- statsforecast helpers ------------------------------------------------------------------------------------
+
+def _statsforecast(history: pd.DataFrame, h: int, names: list[str]) -> pd.DataFrame:
+    """Forecast long `history` (unique_id, ds, y) with statsforecast models; columns = our model names."""
+    import statsforecast.models as sfm
+    from statsforecast import StatsForecast
+
+    models = []
+    for name in names:
+        if name == FALLBACK_MODEL:
+            models.append(sfm.SeasonalWindowAverage(season_length=7, window_size=4, alias=name))
+        else:
+            cls, kw = INTERMITTENT_MODELS[name]
+            models.append(getattr(sfm, cls)(**kw, alias=name))
+    sf = StatsForecast(models=models, freq="D", n_jobs=1)
+    out = sf.forecast(df=history, h=h)
+    return out.reset_index() if "unique_id" not in out.columns else out
+
+
+def _intermittent(y_feat: np.ndarray, first_t: np.ndarray, days: int = 56) -> np.ndarray:
+    """Syntetos-Boylan: average demand interval > 1.32 over the last `days` days of history."""
+    n = y_feat.shape[1]
+    w = np.arange(max(n - days, 0), n)
+    seen = w[None, :] >= first_t[:, None]
+    nz = ((y_feat[:, w] > 0) & seen).sum(axis=1)
+    return seen.sum(axis=1) > 1.32 * np.maximum(nz, 0.5)
+
+
+# ---- the model ---------------------------------------------------------------------------------------------------
+
+LAGS = [1, 2, 3, 7, 14, 21, 28]
+LOOKBACK_DAYS = 70  # history the lag features need at prediction time (max lag 28 + 28-day windows, with slack)
+
+
+def _mlforecast(settings: ForecastSettings):
+    import lightgbm as lgb
+    from mlforecast import MLForecast
+    from mlforecast.lag_transforms import RollingMean, RollingStd, SeasonalRollingMean
+
+    params = dict(settings.lgbm_params)
+    if settings.objective == "poisson":
+        params.pop("tweedie_variance_power", None)
+    model = lgb.LGBMRegressor(objective=settings.objective, random_state=settings.seed, deterministic=True,
+                              force_row_wise=True, n_jobs=settings.num_threads, verbose=-1, **params)
+    return MLForecast(
+        models={"lgbm": model}, freq="D", lags=LAGS,
+        lag_transforms={1: [RollingMean(7), RollingMean(28), RollingStd(28)],
+                        7: [SeasonalRollingMean(season_length=7, window_size=4)],
+                        14: [RollingMean(28)]},
+        date_features=["dayofweek", "month", "day"], num_threads=1,
+    )
+
+
+STATIC_FEATURES = ["category_code", "location_code", "log_base_price"]
+
+
+class DemandForecaster:
+    """Fit on the inputs as of a training anchor A (data < A only); predict any planning date D >= A."""
+
+    def __init__(self, settings: ForecastSettings | None = None):
+        self.settings = settings or ForecastSettings()
+        self.meta: FeatureMeta | None = None
+        self.fcst = None  # fitted MLForecast (None: too little data, statsforecast fallback for all series)
+        self.dispersion: dict[str, Dispersion] = {}
+        self.intermittent_model = self.settings.model_name
+        self.info: dict = {}
+
+    # -- training --
+    def fit(self, inputs: ForecastInputs) -> "DemandForecaster":
+        st = self.settings
+        t_start = time.perf_counter()
+        A = inputs.date
+        cut = A - pd.Timedelta(days=st.calibration_days)  # train < cut, calibrate on [cut, A)
+        self.meta = _feature_meta(inputs, st)
+        series = self._history_series(inputs)
+        # deterministic sample of series when the group is larger than the training budget
+        days = st.train_window_days + LOOKBACK_DAYS
+        max_series = max(st.max_train_rows // max(st.train_window_days, 1), 1)
+        if len(series) > max_series:
+            key = (series["sku_id"] + "|" + series["location_id"]).to_numpy(dtype=str)
+            order = np.argsort(pd.util.hash_array(key), kind="stable")[:max_series]
+            series = series.iloc[np.sort(order)].reset_index(drop=True)
+        start = cut - pd.Timedelta(days=days)
+        panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta)
+        hist, cens = panel.long("hist")
+        self.info = {"anchor": f"{A:%Y-%m-%d}", "trained_through": f"{cut - pd.Timedelta(days=1):%Y-%m-%d}",
+                     "train_series": len(series), "train_rows": 0}
+        fcst = _mlforecast(st)
+        if len(hist):
+            X = fcst.preprocess(hist, static_features=STATIC_FEATURES, dropna=False, keep_last_n=LOOKBACK_DAYS)
+            feats = list(fcst.ts.features_order_)
+            keep = X["lag28"].notna().to_numpy() & (X["ds"] >= cut - pd.Timedelta(days=st.train_window_days)).to_numpy()
+            if st.drop_stockout_days:
+                keep &= ~cens
+            self.info["train_rows"] = int(keep.sum())
+            self.info["dropped_stockout_rows"] = int((cens & X["lag28"].notna().to_numpy()).sum())
+            if keep.sum() >= 500:
+                fcst.fit_models(X.loc[keep, feats], X["y"].to_numpy()[keep])
+                self.fcst = fcst
+            del X
+        self._calibrate(inputs, panel, cut)
+        self.info["train_seconds"] = round(time.perf_counter() - t_start, 3)
+        return self
+
+    @staticmethod
+    def _history_series(inputs: PlanningInputs) -> pd.DataFrame:
+        s = inputs.sales
+        s = s.loc[s["location_id"].isin(_stores(inputs)), ["sku_id", "location_id"]].drop_duplicates()
+        s = s.merge(inputs.catalog[["sku_id", "category"]], on="sku_id", how="inner")
+        return s.sort_values(["sku_id", "location_id"]).reset_index(drop=True).astype(object)
+
+    def _calibrate(self, inputs: ForecastInputs, panel: Panel, cut: pd.Timestamp) -> None:
+        """Predict the holdout [cut, A) from data < cut: fit NB dispersions and pick the intermittent model."""
+        st = self.settings
+        h = st.calibration_days
+        est = panel.first_t <= panel.n_hist - st.min_history_days
+        if not est.any():
+            return
+        means = self._predict_means(panel, est)
+        s = inputs.sales
+        s = s[(s["date"] >= cut) & (s["date"] < inputs.date)]
+        ser = panel.series
+        code = _series_codes(s, ser)
+        k = code >= 0
+        t = ((s["date"].to_numpy()[k] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+        y = np.full((len(ser), h), np.nan)
+        y[code[k], t] = s["units"].to_numpy()[k]
+        inv = inputs.inventory_history
+        if inv is not None and len(inv):
+            iw = inv[(inv["date"] >= cut) & (inv["on_hand"] <= 0)]
+            ic = _series_codes(iw, ser)
+            m = ic >= 0
+            it = ((iw["date"].to_numpy()[m] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+            y[ic[m], it] = np.nan  # stocked-out days say little about demand: leave them out of calibration
+        inter = _intermittent(panel.y_feat, panel.first_t)
+        report = {}
+        for name, mu in means.items():
+            ok = ~np.isnan(y) & ~np.isnan(mu) & est[:, None]
+            if ok.sum() == 0:
+                continue
+            self.dispersion[name] = fit_dispersion(mu[ok], y[ok], st.target_coverage, seed=st.seed)
+            ii = ok & inter[:, None]
+            report[name] = {"wape": _wape(y[ok], mu[ok]),
+                            "wape_intermittent": _wape(y[ii], mu[ii]) if ii.any() else None,
+                            "coverage": self.dispersion[name].holdout_coverage}
+        main = st.model_name if st.model_name in report else FALLBACK_MODEL
+        best = main
+        if st.use_intermittent_models:
+            cands = [n for n in report if report[n]["wape_intermittent"] is not None]
+            if cands:
+                best = min(cands, key=lambda n: (report[n]["wape_intermittent"], n != main))
+        self.intermittent_model = best
+        self.info["holdout"] = report
+        self.info["intermittent_model"] = best
+        self.info["holdout_intermittent_share"] = float(inter[est].mean())
+
+    # -- prediction --
+    def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None) -> dict[str, np.ndarray]:
+        """(N, h) mean forecasts per model name for panel rows in `rows` (NaN elsewhere)."""
+        st = self.settings
+        h = len(panel.dates) - panel.n_hist
+        out: dict[str, np.ndarray] = {}
+        sub = np.flatnonzero(rows)
+        if not len(sub):
+            return out
+        p = _subpanel(panel, sub)
+        hist, _ = p.long("hist", keep_last=LOOKBACK_DAYS)
+        fut, _ = p.long("future")
+        fut = fut.drop(columns=list(p.static))
+        if self.fcst is not None and (which is None or st.model_name in which):
+            pred = self.fcst.predict(h, new_df=hist, X_df=fut)
+            arr = np.full((len(panel.series), h), np.nan)
+            ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
+            arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(pred["lgbm"].to_numpy(), 0)
+            out[st.model_name] = arr
+        names = [FALLBACK_MODEL] if self.fcst is None else []
+        if st.use_intermittent_models:
+            names += list(INTERMITTENT_MODELS)
+        if which is not None:
+            names = [n for n in names if n in which]
+        if names:
+            sf_hist, _ = p.long("hist", keep_last=182)
+            pred = _statsforecast(sf_hist[["unique_id", "ds", "y"]], h, names)
+            ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
+            for n in names:
+                arr = np.full((len(panel.series), h), np.nan)
+                arr[sub[pred["unique_id"].to_numpy().astype(int)], ti.astype(int)] = np.maximum(pred[n].to_numpy(), 0)
+                out[n] = arr
+        return out
+
+    def predict(self, inputs: ForecastInputs) -> pd.DataFrame:
+        """Forecast frame (OUTPUT_COLUMNS) for every active store series of `inputs` over D..D+h-1."""
+        st = self.settings
+        t0 = time.perf_counter()
+        D, h = inputs.date, st.horizon_days
+        act = active_series(inputs, st.active_days)
+        act = act.merge(inputs.catalog[["sku_id", "category"]], on="sku_id", how="inner")
+        act = act.reset_index(drop=True)
+        panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=max(LOOKBACK_DAYS, 182) + 1), h, self.meta)
+        hist_days = panel.n_hist - panel.first_t
+        est = hist_days >= st.min_history_days
+        inter = _intermittent(panel.y_feat, panel.first_t) & est
+        N = len(act)
+        mu = np.full((N, h), np.nan)
+        model = np.full(N, NEW_SERIES_MODEL, dtype=object)
+        main = st.model_name if self.fcst is not None else FALLBACK_MODEL
+        use_inter = inter & (self.intermittent_model != main)
+        needed = [main] + ([self.intermittent_model] if use_inter.any() else [])
+        means = self._predict_means(panel, est, which=needed)
+        if main in means:
+            m = est & ~use_inter
+            mu[m], model[m] = means[main][m], main
+        if use_inter.any() and self.intermittent_model in means:
+            mu[use_inter], model[use_inter] = means[self.intermittent_model][use_inter], self.intermittent_model
+        todo = np.isnan(mu).any(axis=1)
+        if todo.any():
+            mu[todo] = _profile_forecast(panel, est & ~todo, todo)[todo]
+            model[todo] = NEW_SERIES_MODEL
+        mu = np.nan_to_num(np.maximum(mu, 0.0), nan=0.0, posinf=0.0)
+
+        # quantiles: each model's dispersion; profiles borrow the main model's, widened (their level is a guess)
+        phi = np.empty_like(mu)
+        default = self.dispersion.get(main) or Dispersion(np.array([0.0]), np.array([0.5]))
+        for name in np.unique(model):
+            m = model == name
+            d = self.dispersion.get(name, default)
+            phi[m] = d(mu[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
+        qs = sorted(set(st.quantiles) | {0.1, 0.5, 0.9})
+        q = nb_quantiles(mu.ravel(), phi.ravel(), qs)
+        out = pd.DataFrame({
+            "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
+            "location_id": np.repeat(act["location_id"].to_numpy(), h),
+            "target_date": np.tile(panel.dates[panel.n_hist:].values, N),
+            "horizon_day": np.tile(np.arange(1, h + 1, dtype=np.int64), N),
+            "mean": mu.ravel(),
+        })
+        for j, qq in enumerate(qs):
+            out[f"p{int(round(qq * 100)):02d}"] = q[:, j]
+        out["model"] = np.repeat(model, h)
+        self.last_predict_seconds = time.perf_counter() - t0
+        cols = [c for c in out.columns if c not in ("model",)] + ["model"]
+        return out[cols].astype({"sku_id": object, "location_id": object, "model": object})
+
+
+def _subpanel(panel: Panel, rows: np.ndarray) -> Panel:
+    return Panel(series=panel.series.iloc[rows].reset_index(drop=True), dates=panel.dates, n_hist=panel.n_hist,
+                 y=panel.y[rows], y_feat=panel.y_feat[rows], censored=panel.censored[rows],
+                 first_t=panel.first_t[rows], exog={k: v[rows] for k, v in panel.exog.items()},
+                 static={k: v[rows] for k, v in panel.static.items()})
+
+
+def _profile_forecast(panel: Panel, donors: np.ndarray, targets: np.ndarray, prior_days: float = 7.0) -> np.ndarray:
+    """Category x location profile for series with little history: donors' mean level by day of week, shrunk
+    towards the series' own mean over the days it has been on sale."""
+    h = len(panel.dates) - panel.n_hist
+    N = len(panel.series)
+    w = np.arange(max(panel.n_hist - 56, 0), panel.n_hist)
+    dow_hist = panel.dates[w].dayofweek.to_numpy()
+    dow_fut = panel.dates[panel.n_hist:].dayofweek.to_numpy()
+    cat = panel.static["category_code"]
+    loc = panel.static["location_code"]
+    yv = panel.y_feat[:, w].astype(np.float64)
+    seen = w[None, :] >= panel.first_t[:, None]
+    # donor mean per (category, location) and per category, by day of week
+    n_c = int(cat.max(initial=0)) + 2
+    n_l = int(loc.max(initial=0)) + 2
+    lvl_cl = np.zeros((n_c, n_l, 7))
+    cnt_cl = np.zeros((n_c, n_l, 7))
+    d = np.flatnonzero(donors)
+    if len(d):
+        rr, tt = np.nonzero(seen[d])
+        np.add.at(lvl_cl, (cat[d][rr], loc[d][rr], dow_hist[tt]), yv[d][rr, tt])
+        np.add.at(cnt_cl, (cat[d][rr], loc[d][rr], dow_hist[tt]), 1.0)
+    lvl_c, cnt_c = lvl_cl.sum(axis=1), cnt_cl.sum(axis=1)
+    all_l, all_c = lvl_c.sum(axis=0), cnt_c.sum(axis=0)
+    mean_cl = lvl_cl / np.maximum(cnt_cl, 1)
+    mean_c = lvl_c / np.maximum(cnt_c, 1)
+    mean_all = all_l / np.maximum(all_c, 1)
+    prof = np.where(cnt_cl[cat, loc] >= 7, mean_cl[cat, loc],
+                    np.where(cnt_c[cat] >= 7, mean_c[cat], mean_all[None, :]))  # (N, 7)
+    prof_fut = prof[:, dow_fut]  # (N, h)
+    # shrink towards the series' own level over the days it was on sale
+    n_own = seen.sum(axis=1)
+    own = (yv * seen).sum(axis=1)
+    prof_mean = prof.mean(axis=1)
+    level = (own + prior_days * prof_mean) / (n_own + prior_days)
+    scale = np.where(prof_mean > 0, level / np.maximum(prof_mean, 1e-9), 0.0)
+    out = prof_fut * scale[:, None]
+    if not len(d):  # nothing to learn a profile from: the series' own mean
+        out = np.repeat((own / np.maximum(n_own, 1))[:, None], h, axis=1)
+    return np.where(targets[:, None], out, np.nan) if N else np.zeros((0, h))
+
+
+def _wape(y: np.ndarray, f: np.ndarray) -> float | None:
+    s = float(np.abs(y).sum())
+    return float(np.abs(f - y).sum() / s) if s > 0 else None
+
+
+def train_forecaster(inputs: ForecastInputs, settings: ForecastSettings | None = None) -> DemandForecaster:
+    """Fit the engine on `inputs` (as of the training anchor: everything < inputs.date)."""
+    return DemandForecaster(settings).fit(inputs)
+
+
+# ---- cache and the entry point ----------------------------------------------------------------------------------
+
+def _cache_path(cache_dir: str, sku_group: str, anchor: pd.Timestamp) -> str:
+    return os.path.join(cache_dir, sku_group, f"{anchor:%Y-%m-%d}.pkl")
+
+
+def _atomic_pickle(obj, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_or_train(tables: dict[str, pd.DataFrame], date, sku_group: str, settings: ForecastSettings,
+                  cache_dir: str | None) -> tuple[DemandForecaster, bool, pd.Timestamp]:
+    """The model for planning `date`: the cached one for its anchor, else trained on data < anchor (and cached)."""
+    anchor = anchor_date(date, settings.retrain_every_days)
+    path = _cache_path(cache_dir, sku_group, anchor) if cache_dir else None
+    if path and os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                payload = pickle.load(f)
+            if payload.get("fingerprint") == settings.fingerprint():
+                return payload["model"], False, anchor
+        except (pickle.UnpicklingError, EOFError, AttributeError, KeyError):
+            pass  # unreadable or stale cache: retrain and overwrite
+    model = train_forecaster(forecast_inputs(tables, anchor, sku_group, settings.horizon_days), settings)
+    if path:
+        _atomic_pickle({"fingerprint": settings.fingerprint(), "model": model}, path)
+    return model, True, anchor
+
+
+def forecast_for_date(tables: dict[str, pd.DataFrame], date, sku_group: str, settings: ForecastSettings | None = None,
+                      cache_dir: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Demand forecast of one SKU group for planning date D (targets D..D+h-1) and metadata about the run."""
+    settings = settings or ForecastSettings()
+    t0 = time.perf_counter()
+    model, trained_now, anchor = load_or_train(tables, date, sku_group, settings, cache_dir)
+    t1 = time.perf_counter()
+    inputs = forecast_inputs(tables, date, sku_group, settings.horizon_days)
+    forecast = model.predict(inputs)
+    t2 = time.perf_counter()
+    mix = forecast.drop_duplicates(["sku_id", "location_id"])["model"].value_counts().sort_index()
+    info = {
+        "date": f"{inputs.date:%Y-%m-%d}", "sku_group": sku_group, "anchor": f"{anchor:%Y-%m-%d}",
+        "trained_through": model.info.get("trained_through"), "trained_now": trained_now,
+        "train_seconds": round(model.info.get("train_seconds", 0.0) if trained_now else 0.0, 3),
+        "load_or_train_seconds": round(t1 - t0, 3), "predict_seconds": round(t2 - t1, 3),
+        "series": int(forecast[["sku_id", "location_id"]].drop_duplicates().shape[0]),
+        "model_mix": {str(k): int(v) for k, v in mix.items()},
+        "intermittent_model": model.intermittent_model,
+        "holdout": model.info.get("holdout", {}), "train_rows": model.info.get("train_rows"),
+        "notes": list(inputs.notes),
+    }
+    return forecast, info
