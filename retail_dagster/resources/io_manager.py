@@ -226,6 +226,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             + (f" partition {partition_key}" if partition_key is not None else "")
             + f": looked for {' and '.join(tried)}. Materialize it first (same base_path: {self.base_path}).")
 
+    def load_stored(self, asset: str, partition_key: Any = None) -> Any:
+        """A stored value outside Dagster's input mechanism (e.g. earlier partitions), or None when absent."""
+        try:
+            return self._load_one(_asset_segments(asset), partition_key, None)
+        except FileNotFoundError:
+            return None
+
     def load_input(self, context: dg.InputContext) -> Any:
         asset = self._asset(context.upstream_output) if not context.has_asset_key else list(context.asset_key.path)
         if not context.has_asset_partitions:
