@@ -88,3 +88,93 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
                   "seasonal_naive_holdout_wape": float(naive_wape) if naive_wape is not None else float("nan"),
                   "note": "holdout = the 14 days before the model's training anchor" if known else
                           "no holdout available (too little history)"})
+
+
+# ---- transfer_plan ------------------------------------------------------------------------------------------
+TRANSFER_CONSERVATION = "transfers_keep_sender_protection"
+TRANSFER_UNITS = "transfer_units_valid"
+TRANSFER_LANES = "transfers_on_existing_lanes"
+TRANSFER_BUDGET = "transfer_plan_within_budget"
+TRANSFER_SHARE = "transfer_share_of_network_stock"
+
+# check name -> plan_violations rules it covers
+TRANSFER_RULES = {
+    TRANSFER_CONSERVATION: ("conservation", "protection_stock", "on_hand"),
+    TRANSFER_UNITS: ("units_positive_integer", "case_pack_multiple", "minimum_quantity"),
+    TRANSFER_LANES: ("self_transfer", "lane_exists", "lane_capacity"),
+    TRANSFER_BUDGET: ("budget",),
+}
+
+TRANSFER_CHECKS = [
+    dg.AssetCheckSpec(TRANSFER_CONSERVATION, asset="transfer_plan", blocking=True,
+                      description="Per SKU and sender, units out <= available surplus; no sender below its "
+                                  "protection stock or its on-hand."),
+    dg.AssetCheckSpec(TRANSFER_UNITS, asset="transfer_plan", blocking=True,
+                      description="Units are positive integers, whole case packs, at least the minimum transfer."),
+    dg.AssetCheckSpec(TRANSFER_LANES, asset="transfer_plan", blocking=True,
+                      description="Every transfer uses an existing lane within its capacity; no self-transfers."),
+    dg.AssetCheckSpec(TRANSFER_BUDGET, asset="transfer_plan", blocking=True,
+                      description="The plan's transfer cost is within the daily budget."),
+    dg.AssetCheckSpec(TRANSFER_SHARE, asset="transfer_plan", blocking=False,
+                      description="Warns when the plan moves an unusually large share of the network's stock."),
+]
+
+
+def transfer_check_results(violations: pd.DataFrame, share_moved: float, max_share: float):
+    for check, rules in TRANSFER_RULES.items():
+        bad = violations[violations["rule"].isin(rules)] if len(violations) else violations
+        yield dg.AssetCheckResult(check_name=check, passed=len(bad) == 0,
+                                  metadata={"violations": len(bad), "examples": _md_table(bad)})
+    yield dg.AssetCheckResult(check_name=TRANSFER_SHARE, passed=bool(share_moved <= max_share),
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"share_moved": float(share_moved), "threshold": float(max_share)})
+
+
+# ---- price_recommendations ----------------------------------------------------------------------------------
+PRICE_GUARDRAILS = "prices_inside_guardrails"
+PRICE_COMPLETE = "prices_complete"
+PRICE_POSITIVE = "prices_positive"
+PRICE_CHANGE_SHARE = "price_change_share"
+PRICE_AT_BOUND = "price_changes_at_max_bound"
+
+PRICE_CHECKS = [
+    dg.AssetCheckSpec(PRICE_GUARDRAILS, asset="price_recommendations", blocking=True,
+                      description="Every recommended price is inside all hard guardrails (max change, margin floor, "
+                                  "MSRP, MAP, endings, min days between changes, promotion lock)."),
+    dg.AssetCheckSpec(PRICE_COMPLETE, asset="price_recommendations", blocking=True,
+                      description="Every forecast SKU-location has exactly one recommended price."),
+    dg.AssetCheckSpec(PRICE_POSITIVE, asset="price_recommendations", blocking=True,
+                      description="No recommended price is <= 0 or not finite."),
+    dg.AssetCheckSpec(PRICE_CHANGE_SHARE, asset="price_recommendations", blocking=False,
+                      description="Warns when the share of SKU-locations changing price is above the threshold."),
+    dg.AssetCheckSpec(PRICE_AT_BOUND, asset="price_recommendations", blocking=False,
+                      description="Warns when many changes sit exactly at the max change bound at once."),
+]
+
+
+def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: pd.DataFrame,
+                        max_change_pct: float, max_changed_share: float, max_at_bound_share: float):
+    yield dg.AssetCheckResult(check_name=PRICE_GUARDRAILS, passed=len(violations) == 0,
+                              metadata={"violations": len(violations), "examples": _md_table(violations)})
+    expected = forecast[["sku_id", "location_id"]].drop_duplicates()
+    counts = recs.groupby(["sku_id", "location_id"]).size().rename("n").reset_index()
+    m = expected.merge(counts, how="left")
+    price = recs["recommended_price"].to_numpy(dtype=float)
+    missing = int(m["n"].isna().sum()) + int(np.isnan(price).sum())
+    dup = int((m["n"] > 1).sum())
+    yield dg.AssetCheckResult(check_name=PRICE_COMPLETE, passed=missing == 0 and dup == 0,
+                              metadata={"expected": len(expected), "missing": missing, "duplicated": dup})
+    bad = ~np.isfinite(price) | (price <= 0)
+    yield dg.AssetCheckResult(check_name=PRICE_POSITIVE, passed=not bad.any(),
+                              metadata={"bad_prices": int(bad.sum()), "examples": _md_table(recs.loc[bad])})
+    changed = np.abs(recs["change_pct"].to_numpy(dtype=float)) > 1e-9
+    share = float(changed.mean()) if len(recs) else 0.0
+    yield dg.AssetCheckResult(check_name=PRICE_CHANGE_SHARE, passed=share <= max_changed_share,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"share_changed": share, "threshold": max_changed_share})
+    at_bound = changed & (np.abs(recs["change_pct"].to_numpy(dtype=float)) >= max_change_pct - 0.5)
+    bound_share = float(at_bound.sum() / max(changed.sum(), 1))
+    yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": bound_share,
+                                        "threshold": max_at_bound_share})

@@ -6,7 +6,9 @@ import dagster as dg
 
 from . import settings
 from .agents.demand import DemandSensingAgent
-from .assets import demand, ingest
+from .agents.pricing import PricingAgent
+from .agents.rebalancing import RebalancingAgent
+from .assets import demand, ingest, pricing, rebalancing
 from .jobs import daily_pipeline_job
 from .schedules import daily_planning_schedule
 from .resources.data_source import DataSourceResource
@@ -23,11 +25,13 @@ def build_resources() -> dict:
             demo_seed=size.seed, demo_end_date=size.end_date),
         "io_manager": ParquetIOManager(base_path=settings.out_path()),
         "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path()),
+        "pricing_agent": PricingAgent(),
+        "rebalancing_agent": RebalancingAgent(),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, demand]),
+    assets=dg.load_assets_from_modules([ingest, demand, pricing, rebalancing]),
     asset_checks=[],
     jobs=[daily_pipeline_job],
     schedules=[daily_planning_schedule],

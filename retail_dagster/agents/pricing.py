@@ -1,0 +1,77 @@
+"""Dynamic-pricing agent: elasticity-based price optimisation inside the guardrails and, when switched on, an
+LLM that chooses among the guardrail-compliant candidates; whatever it chooses passes the guardrails again."""
+
+from typing import Optional
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from ..core.asof import PlanningInputs
+from ..core.costs import empty_usage
+from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations
+from ..core.pricing import PricingSettings, price_candidates, recommend_prices
+from ..resources.bedrock import BedrockResource
+from .pricing_llm import choose_prices
+
+
+class PricingAgent(dg.ConfigurableResource):
+    """Recommended price per SKU-location that maximises expected 14-day gross profit within hard guardrails."""
+
+    bedrock: Optional[BedrockResource] = Field(default=None, description="LLM client; engine switch per agent")
+    max_daily_change_pct: float = Field(default=10.0, description="largest move from the current price, percent")
+    margin_floor_pct: float = Field(default=15.0, description="price >= unit cost x (1 + pct/100)")
+    price_endings: list[float] = Field(default=[0.99, 0.49], description="allowed cents endings ([] = any cent)")
+    min_days_between_changes: int = Field(default=7, description="days since the last regular price change")
+    promo_lock: bool = Field(default=True, description="no change while a promotion runs")
+    omnibus_lookback_days: int = Field(default=30, description="EU Omnibus: lowest price of the prior N days")
+    category_overrides: dict[str, dict[str, float]] = Field(
+        default={}, description="per-category guardrail overrides, e.g. {'electronics': {'max_daily_change_pct': 5}}")
+    revenue_weight: float = Field(default=0.0, description="objective = margin + weight x revenue")
+    target_cover_days: float = Field(default=28.0, description="stock beyond this many days of demand is excess")
+    max_changed_share: float = Field(default=0.35, description="warn when more SKU-locations change price")
+    max_at_bound_share: float = Field(default=0.25, description="warn when more changes sit at the max bound")
+
+    def guardrails(self) -> GuardrailSettings:
+        return GuardrailSettings(max_daily_change_pct=self.max_daily_change_pct,
+                                 margin_floor_pct=self.margin_floor_pct, price_endings=tuple(self.price_endings),
+                                 min_days_between_changes=self.min_days_between_changes, promo_lock=self.promo_lock,
+                                 omnibus_lookback_days=self.omnibus_lookback_days,
+                                 category_overrides=dict(self.category_overrides))
+
+    def settings(self) -> PricingSettings:
+        return PricingSettings(guardrails=self.guardrails(), revenue_weight=self.revenue_weight,
+                               target_cover_days=self.target_cover_days)
+
+    def recommend(self, inputs: PlanningInputs, forecast: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(recommendations, LLM usage). The LLM, when on, picks among compliant candidates; the guardrails run
+        again on its pick, so nothing it says can leave the hard bounds."""
+        s = self.settings()
+        recs = recommend_prices(inputs, forecast, s)
+        if self.bedrock is None or self.bedrock.engine_for("pricing") != "bedrock" or recs.empty:
+            return recs, empty_usage()
+        candidates = price_candidates(inputs, forecast, s)
+        chosen, usage = choose_prices(candidates, recs, inputs.catalog, self.bedrock)
+        return self._reapply_guardrails(chosen, recs, inputs), usage
+
+    def _reapply_guardrails(self, chosen: pd.DataFrame, engine_recs: pd.DataFrame,
+                            inputs: PlanningInputs) -> pd.DataFrame:
+        cat_cols = [c for c in ("unit_cost", "msrp", "map_price", "category") if c not in chosen.columns]
+        frame = chosen.merge(inputs.catalog[["sku_id"] + cat_cols], on="sku_id", how="left") if cat_cols else chosen
+        checked = apply_guardrails(frame.drop(columns=["reason", "clamped", "clamp_rule"], errors="ignore")
+                                   .assign(wished_price=chosen["recommended_price"].to_numpy()), self.guardrails())
+        out = chosen.copy()
+        llm_price = chosen["recommended_price"].to_numpy(dtype=float)
+        final = checked["recommended_price"].to_numpy(dtype=float)
+        cut = np.abs(final - llm_price) >= 0.005
+        out["recommended_price"] = final
+        out["clamped"] = out["clamped"].to_numpy(dtype=bool) | cut
+        out["clamp_rule"] = np.where(cut, checked["clamp_rule"].to_numpy(), out["clamp_rule"].to_numpy())
+        llm_moved = np.abs(final - engine_recs["recommended_price"].to_numpy(dtype=float)) >= 0.005
+        out["reason"] = np.where(llm_moved, out["reason"].astype(str) + ";LLM_CHOICE", out["reason"])
+        out["change_pct"] = np.round((final / out["current_price"].to_numpy(dtype=float) - 1) * 100, 4)
+        return out
+
+    def violations(self, recs: pd.DataFrame, inputs: PlanningInputs) -> pd.DataFrame:
+        return guardrail_violations(recs, inputs.catalog, self.guardrails(), inputs.promotions, inputs.date)
