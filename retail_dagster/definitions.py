@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from . import settings
 from .agents.demand import DemandSensingAgent
 from .agents.pricing import PricingAgent
 from .agents.rebalancing import RebalancingAgent
-from .assets import demand, ingest, pricing, rebalancing
-from .jobs import daily_pipeline_job
-from .schedules import daily_planning_schedule
+from .assets import costs, demand, ingest, pricing, rebalancing
+from .jobs import daily_cost_rollup_job, daily_pipeline_job
+from .schedules import daily_cost_rollup_schedule, daily_planning_schedule
+from .resources.audit import AuditSink
+from .resources.bedrock import BedrockResource
 from .resources.data_source import DataSourceResource
 from .resources.io_manager import ParquetIOManager
 
@@ -18,22 +22,28 @@ from .resources.io_manager import ParquetIOManager
 def build_resources() -> dict:
     """Resources chosen from environment variables (see retail_dagster/settings.py)."""
     size = settings.demo_size_from_env()
+    bedrock = BedrockResource(region_name=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+                              endpoint_url=os.environ.get("RETAIL_DAGSTER_BEDROCK_ENDPOINT") or None,
+                              dry_run=os.environ.get("RETAIL_DAGSTER_LLM_DRY_RUN", "") == "1")
     return {
+        "bedrock": bedrock,
+        "audit": AuditSink(base_path=settings.audit_path(),
+                           endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None),
         "data_source": DataSourceResource(
             kind=settings.source_kind(), path=settings.data_path(), demo_skus=size.n_skus,
             demo_stores=size.n_stores, demo_warehouses=size.n_warehouses, demo_days=size.n_days,
             demo_seed=size.seed, demo_end_date=size.end_date),
         "io_manager": ParquetIOManager(base_path=settings.out_path()),
-        "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path()),
-        "pricing_agent": PricingAgent(),
-        "rebalancing_agent": RebalancingAgent(),
+        "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path(), bedrock=bedrock),
+        "pricing_agent": PricingAgent(bedrock=bedrock),
+        "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, demand, pricing, rebalancing]),
+    assets=dg.load_assets_from_modules([ingest, demand, pricing, rebalancing, costs]),
     asset_checks=[],
-    jobs=[daily_pipeline_job],
-    schedules=[daily_planning_schedule],
+    jobs=[daily_pipeline_job, daily_cost_rollup_job],
+    schedules=[daily_planning_schedule, daily_cost_rollup_schedule],
     resources=build_resources(),
 )

@@ -8,11 +8,23 @@ from .partitions import daily_by_group
 
 DAILY_PIPELINE = "daily_pipeline"
 
+DAILY_COST_ROLLUP = "daily_cost_rollup"
+
+# every asset partitioned by date x sku_group, with their checks
+PIPELINE_SELECTION = dg.AssetSelection.all(include_sources=False) - dg.AssetSelection.assets("agent_costs_daily")
+
 daily_pipeline_job = dg.define_asset_job(
     DAILY_PIPELINE,
-    selection=dg.AssetSelection.all(include_sources=False),
+    selection=PIPELINE_SELECTION,
     partitions_def=daily_by_group,
     description="The whole daily loop for one day and SKU group: ingest -> demand_forecast -> "
                 "price_recommendations -> transfer_plan, with the blocking guardrail checks in between.",
     tags={"pipeline": "daily"},
+)
+
+daily_cost_rollup_job = dg.define_asset_job(
+    DAILY_COST_ROLLUP,
+    selection=dg.AssetSelection.assets("agent_costs_daily"),
+    partitions_def=daily_by_group.get_partitions_def_for_dimension("date"),
+    description="Roll the day's LLM costs up across SKU groups, once the groups' runs are done.",
 )

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from .jobs import daily_pipeline_job
+from .jobs import daily_cost_rollup_job, daily_pipeline_job
 from .partitions import DATE_DIM, GROUP_DIM, daily_by_group, partition_setup
 
 SCHEDULE_HOUR = int(os.environ.get("RETAIL_DAGSTER_SCHEDULE_HOUR", "5"))
@@ -38,3 +38,16 @@ def daily_planning_schedule(context: dg.ScheduleEvaluationContext):
     if planning_date < start:
         return dg.SkipReason(f"{planning_date} is before the first plannable date {start}")
     return planning_run_requests(planning_date)
+
+
+@dg.schedule(
+    job=daily_cost_rollup_job,
+    cron_schedule=f"0 {(SCHEDULE_HOUR + 3) % 24} * * *",
+    execution_timezone=SCHEDULE_TIMEZONE,
+    name="daily_cost_rollup_schedule",
+    description="Three hours after planning, roll the day's LLM costs up across SKU groups.",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def daily_cost_rollup_schedule(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"costs|{day}", partition_key=day)

@@ -11,7 +11,10 @@ import pandas as pd
 from pydantic import Field
 
 from ..core.asof import PlanningInputs
+from ..core.costs import empty_usage
 from ..core.forecasting import ForecastSettings, active_series, anchor_date, forecast_for_date
+from ..resources.bedrock import BedrockResource
+from .sensing_llm import sense_demand, sensing_context
 
 
 def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp, days: int = 14,
@@ -40,7 +43,8 @@ def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp, da
 class DemandSensingAgent(dg.ConfigurableResource):
     """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
 
-    engine: str = Field(default="local", description="local | bedrock (env RETAIL_DAGSTER_DEMAND_ENGINE overrides)")
+    bedrock: Optional[BedrockResource] = Field(default=None, description="LLM client; its engine switch for "
+                                                                         "'demand' turns the LLM step on")
     model_cache_dir: str = Field(default=".model_cache", description="where trained models are cached per group/anchor")
     retrain_every_days: int = Field(default=7, description="retraining cadence: models are trained on a fixed grid")
     train_window_days: int = Field(default=364, description="days of history each model is trained on")
@@ -51,15 +55,13 @@ class DemandSensingAgent(dg.ConfigurableResource):
         return ForecastSettings(retrain_every_days=self.retrain_every_days, train_window_days=self.train_window_days,
                                 objective=self.objective)
 
-    def engine_choice(self) -> str:
-        return os.environ.get("RETAIL_DAGSTER_DEMAND_ENGINE", self.engine)
-
     def cache_dir_for(self, source_identity: str) -> str:
         # models depend on the data set too: keep each source's models apart
         return os.path.join(self.model_cache_dir, hashlib.sha1(source_identity.encode()).hexdigest()[:10])
 
-    def forecast(self, inputs: PlanningInputs, source_identity: str = "") -> tuple[pd.DataFrame, dict]:
-        """Numeric-engine forecast for the partition, plus info for metadata and checks."""
+    def forecast(self, inputs: PlanningInputs, source_identity: str = "") -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+        """(forecast, info for metadata and checks, LLM usage). The LLM step, when on, scales each series'
+        forecast by a multiplier it must keep within [0.5, 2]; malformed answers fall back to the engine."""
         settings = self.settings()
         frame, info = forecast_for_date(inputs.as_tables(), inputs.date, inputs.sku_group, settings,
                                         self.cache_dir_for(source_identity))
@@ -70,4 +72,7 @@ class DemandSensingAgent(dg.ConfigurableResource):
                                  "seasonal_naive_wape": seasonal_naive_holdout_wape(inputs, anchor)}
         info["expected_series"] = active_series(inputs)
         frame = frame.assign(engine="local")
-        return frame, info
+        if self.bedrock is None or self.bedrock.engine_for("demand") != "bedrock" or frame.empty:
+            return frame, info, empty_usage()
+        adjusted, usage = sense_demand(frame, sensing_context(inputs), self.bedrock)
+        return adjusted, info, usage

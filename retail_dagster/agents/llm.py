@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -241,7 +242,7 @@ def run_batch(task: LLMTask, model: str, batch_id: int, items: list[dict], llm) 
     reasons: list[Optional[str]] = [None] * n
     row = {"agent": task.agent, "model": model, "batch_id": batch_id, "calls": 0, "input_tokens": 0,
            "output_tokens": 0, "usd": 0.0, "latency_ms": 0.0, "retries": 0, "outcome": "ok",
-           "fallback_reason": "", "n_items": n, "n_fallbacks": 0}
+           "fallback_reason": "", "n_items": n, "n_fallbacks": 0, "prompt_sha256": ""}
 
     if llm.dry_run:
         request = build_request(task, model, list(enumerate(items)), llm, mode=llm.tool_mode(model))
@@ -264,6 +265,8 @@ def run_batch(task: LLMTask, model: str, batch_id: int, items: list[dict], llm) 
         mode = llm.tool_mode(model)
         request = build_request(task, model, sorted(pending.items()), llm, mode=mode, note=note,
                                 max_tokens_factor=tokens_factor)
+        if not row["prompt_sha256"]:  # the audit trail keeps the hash of what was asked, never the text
+            row["prompt_sha256"] = hashlib.sha256(_request_text(request).encode()).hexdigest()
         projected = llm.usd(model, approx_tokens(_request_text(request)),
                             projected_output_tokens(task, list(pending.values())))
         if not llm.meter.try_reserve(projected, llm.run_budget_usd):
@@ -397,7 +400,7 @@ def run_llm_step(task: LLMTask, items: list[dict], llm) -> StepResult:
             answers += a
             reasons += r
             rows.append(u)
-    usage = pd.DataFrame(rows, columns=USAGE_COLUMNS + ["n_fallbacks"]) if rows else empty_usage()
+    usage = pd.DataFrame(rows, columns=USAGE_COLUMNS + ["n_fallbacks", "prompt_sha256"]) if rows else empty_usage()
     engines = ["bedrock" if a is not None else "local_fallback" for a in answers]
     return StepResult(answers, reasons, usage, model, engines)
 

@@ -1,5 +1,7 @@
 """Demand sensing assets: the 14-day quantile forecast per SKU-location, and its realized accuracy over time."""
 
+import json
+
 import dagster as dg
 import pandas as pd
 
@@ -9,8 +11,10 @@ from ..core.plots import forecast_band_png, png_markdown
 from ..partitions import daily_by_group
 from ..core.metrics import score_forecasts
 from ..partitions import partition_key, split_partition
+from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
 from ..resources.io_manager import ParquetIOManager
+from .common import check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 DEMAND_GROUP = "demand"
@@ -59,7 +63,7 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
     pool="bedrock",
 )
 def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensingAgent,
-                    data_source: DataSourceResource, sales_history, inventory_history, inventory_snapshot,
+                    data_source: DataSourceResource, audit: AuditSink, sales_history, inventory_history, inventory_snapshot,
                     catalog_slice, promotions_calendar, events_calendar, weather_calendar, store_traffic,
                     store_network, transfer_lanes):
     """Daily demand forecast for the 14 days from the planning day, per active SKU-location, with p10/p50/p90.
@@ -71,13 +75,36 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
     inputs = inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
                                 promotions_calendar, events_calendar, weather_calendar, store_traffic,
                                 store_network, transfer_lanes)
-    forecast, info = demand_agent.forecast(inputs, data_source.identity())
+    start_audit(context, audit, "demand_forecast", inputs)
+    forecast, info, usage = demand_agent.forecast(inputs, data_source.identity())
     context.log.info(f"forecast {info['series']} series; model anchor {info['anchor']} "
                      f"({'trained now' if info['trained_now'] else 'cached'})")
-    for result in forecast_check_results(forecast, inputs, info["expected_series"], info["check_holdout"],
-                                         demand_agent.spike_factor):
-        yield result
-    yield dg.Output(forecast, metadata=forecast_summary(forecast, inputs, info))
+    results = list(forecast_check_results(forecast, inputs, info["expected_series"], info["check_holdout"],
+                                          demand_agent.spike_factor))
+    n_series = int(info["series"])
+    write_audit(context, audit, "demand_forecast", inputs, forecast_decisions(forecast),
+                engine=",".join(sorted(forecast["engine"].astype(str).unique())) if len(forecast) else "local",
+                model=json.dumps(info.get("model_mix", {})), usage=usage, checks=check_outcomes(results),
+                extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through")})
+    yield from results
+    meta = forecast_summary(forecast, inputs, info)
+    meta.update(usage_metadata("demand", usage, inputs.catalog["sku_id"].nunique(), n_series))
+    yield dg.Output(forecast, metadata=meta)
+
+
+def forecast_decisions(forecast: pd.DataFrame) -> pd.DataFrame:
+    """One audit record per SKU-location: the 14-day totals and the first day's band, model and engine."""
+    if forecast.empty:
+        return forecast
+    keys = ["sku_id", "location_id"]
+    f = forecast.sort_values(keys + ["horizon_day"])
+    agg = f.groupby(keys, as_index=False).agg(mean_14d=("mean", "sum"), p10_day1=("p10", "first"),
+                                              p50_day1=("p50", "first"), p90_day1=("p90", "first"),
+                                              model=("model", "first"), engine=("engine", "first"))
+    for col in ("llm_adjustment", "llm_reason"):
+        if col in f.columns:
+            agg[col] = f.groupby(keys)[col].first().to_numpy()
+    return agg
 
 
 def realized_accuracy(past_forecasts: dict[pd.Timestamp, pd.DataFrame], sales: pd.DataFrame,

@@ -7,6 +7,8 @@ import pandas as pd
 from ..agents.pricing import PricingAgent
 from ..checks import PRICE_CHECKS, _md_table, price_check_results
 from ..partitions import daily_by_group
+from ..resources.audit import AuditSink
+from .common import check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 PRICING_GROUP = "pricing"
@@ -44,7 +46,7 @@ def price_summary(recs: pd.DataFrame) -> dict:
     backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool="bedrock",
 )
-def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: PricingAgent,
+def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: PricingAgent, audit: AuditSink,
                           demand_forecast: pd.DataFrame, sales_history, inventory_history, inventory_snapshot,
                           catalog_slice, promotions_calendar, events_calendar, weather_calendar, store_traffic,
                           store_network, transfer_lanes):
@@ -55,8 +57,19 @@ def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: Pric
     inputs = inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
                                 promotions_calendar, events_calendar, weather_calendar, store_traffic,
                                 store_network, transfer_lanes)
+    start_audit(context, audit, "price_recommendations", inputs)
     recs, usage = pricing_agent.recommend(inputs, demand_forecast)
     violations = pricing_agent.violations(recs, inputs)
-    yield from price_check_results(recs, demand_forecast, violations, pricing_agent.max_daily_change_pct,
-                                   pricing_agent.max_changed_share, pricing_agent.max_at_bound_share)
-    yield dg.Output(recs, metadata=price_summary(recs))
+    results = list(price_check_results(recs, demand_forecast, violations, pricing_agent.max_daily_change_pct,
+                                       pricing_agent.max_changed_share, pricing_agent.max_at_bound_share))
+    model = pricing_agent.bedrock.model_for("pricing") if pricing_agent.bedrock is not None and \
+        pricing_agent.bedrock.engine_for("pricing") == "bedrock" else "elasticity_optimizer"
+    write_audit(context, audit, "price_recommendations", inputs, recs,
+                engine=",".join(sorted(recs["engine"].astype(str).unique())) if len(recs) else "local",
+                model=model, usage=usage, checks=check_outcomes(results),
+                extra={"guardrail_settings": pricing_agent.guardrails().__dict__ | {
+                    "category_overrides": dict(pricing_agent.category_overrides)}})
+    yield from results
+    meta = price_summary(recs)
+    meta.update(usage_metadata("pricing", usage, inputs.catalog["sku_id"].nunique(), len(recs)))
+    yield dg.Output(recs, metadata=meta)

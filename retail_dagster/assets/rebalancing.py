@@ -6,6 +6,8 @@ import pandas as pd
 from ..agents.rebalancing import RebalancingAgent
 from ..checks import TRANSFER_CHECKS, _md_table, transfer_check_results
 from ..partitions import daily_by_group
+from ..resources.audit import AuditSink
+from .common import check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 REBALANCING_GROUP = "rebalancing"
@@ -43,7 +45,7 @@ def plan_summary(plan: pd.DataFrame, info: dict) -> dict:
     backfill_policy=dg.BackfillPolicy.multi_run(1),
     pool="bedrock",
 )
-def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: RebalancingAgent,
+def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: RebalancingAgent, audit: AuditSink,
                   demand_forecast: pd.DataFrame, price_recommendations: pd.DataFrame, sales_history,
                   inventory_history, inventory_snapshot, catalog_slice, promotions_calendar, events_calendar,
                   weather_calendar, store_traffic, store_network, transfer_lanes):
@@ -56,7 +58,19 @@ def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: Rebalanc
     inputs = inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
                                 promotions_calendar, events_calendar, weather_calendar, store_traffic,
                                 store_network, transfer_lanes)
-    plan, info, pos = rebalancing_agent.plan(inputs, demand_forecast, price_recommendations)
+    start_audit(context, audit, "transfer_plan", inputs)
+    plan, info, pos, usage = rebalancing_agent.plan(inputs, demand_forecast, price_recommendations)
     violations, share = rebalancing_agent.validate(plan, pos, inputs)
-    yield from transfer_check_results(violations, share, rebalancing_agent.max_share_moved)
-    yield dg.Output(plan, metadata=plan_summary(plan, info))
+    results = list(transfer_check_results(violations, share, rebalancing_agent.max_share_moved))
+    bedrock = rebalancing_agent.bedrock
+    model = bedrock.model_for("rebalancing") if bedrock is not None and \
+        bedrock.engine_for("rebalancing") == "bedrock" else f"local_{rebalancing_agent.solver_engine}"
+    write_audit(context, audit, "transfer_plan", inputs, plan,
+                engine=",".join(sorted(plan["engine"].astype(str).unique())) if len(plan) else "local",
+                model=model, usage=usage, checks=check_outcomes(results),
+                extra={"solver": {k: v for k, v in info.items() if k != "settings"}})
+    yield from results
+    meta = plan_summary(plan, info)
+    n_sku_locations = int(demand_forecast[["sku_id", "location_id"]].drop_duplicates().shape[0])
+    meta.update(usage_metadata("rebalancing", usage, inputs.catalog["sku_id"].nunique(), n_sku_locations))
+    yield dg.Output(plan, metadata=meta)

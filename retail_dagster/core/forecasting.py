@@ -61,7 +61,7 @@ class ForecastSettings:
     drop_stockout_days: bool = True  # drop stocked-out (censored) days from training; impute them in the lags
     max_event_types: int = 8  # one feature per most frequent event type
     seed: int = 7
-    num_threads: int = 2
+    num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
     def fingerprint(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]

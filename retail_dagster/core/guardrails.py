@@ -319,11 +319,12 @@ def apply_guardrails(frame: pd.DataFrame, settings: GuardrailSettings) -> pd.Dat
     clamped = wish_differs
     clamp_rule = np.where(clamped, rule, "").astype(object)
 
-    guard_reason = np.select(
-        [locked, conflict, too_soon & ~wish_is_hold, no_fit & ~wish_is_hold],
-        [PROMO_LOCK, HELD_BY_GUARDRAIL + ";" + RULE_CONFLICT, MIN_DAYS_BETWEEN_CHANGES, HELD_BY_GUARDRAIL],
-        default="",
-    ).astype(object)
+    guard_reason = join_reasons(
+        np.where(locked, PROMO_LOCK, ""),
+        np.where(conflict, HELD_BY_GUARDRAIL + ";" + RULE_CONFLICT, ""),
+        np.where(too_soon & ~wish_is_hold, MIN_DAYS_BETWEEN_CHANGES, ""),
+        np.where(no_fit & ~wish_is_hold & ~locked & ~too_soon, HELD_BY_GUARDRAIL, ""),
+    )
     changed = np.abs(rec - cur) >= CHANGE_TOLERANCE_USD
     wish_reason = np.asarray(_col(out, "reason", ""), dtype=object)
     wish_reason = np.where(pd.isna(wish_reason), "", wish_reason)

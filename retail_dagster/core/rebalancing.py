@@ -53,9 +53,9 @@ class RebalancingSettings:
     min_variance_to_mean: float = 0.5  # daily demand variance is at least this times its mean (Poisson = 1)
     breakpoints: int = 4  # linear pieces of the expected-shortage curve between stock and protection stock
     solver: str = "auto"  # "mip" (branch and bound), "lp_round" (LP relaxation, rounded and repaired), or "auto"
-    mip_max_arcs: int = 20_000  # "auto" uses the MIP up to this many candidate arcs, lp_round above
+    mip_max_arcs: int = 5_000  # "auto" uses the MIP up to this many candidate arcs, lp_round above
     mip_rel_gap: float = 1e-4  # HiGHS stops when the relative MIP gap is below this
-    time_limit_seconds: float = 25.0  # HiGHS time limit per solve
+    time_limit_seconds: float = 20.0  # HiGHS time limit per solve (the MIP then returns its best plan so far)
     measure_relaxation: bool = True  # also solve the LP relaxation to report the integrality gap
 
 
@@ -265,7 +265,11 @@ def _location_room(pos: pd.DataFrame, locations: pd.DataFrame, settings: Rebalan
     return np.floor(room.clip(lower=0.0))
 
 
-def _lane_table(lanes: pd.DataFrame, settings: RebalancingSettings) -> pd.DataFrame:
+def _lane_table(lanes: pd.DataFrame | None, settings: RebalancingSettings) -> pd.DataFrame:
+    cols = ["from_location", "to_location", "cost_per_unit", "lead_time_days"]
+    if lanes is None or lanes.empty or not set(cols) <= set(lanes.columns):
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "cost_per_unit" else object)
+                             for c in cols + ["capacity_units", "lane_cap"]})
     ln = lanes.copy()
     if "capacity_units" not in ln:
         ln["capacity_units"] = np.nan
@@ -320,8 +324,8 @@ def _candidate_arcs(pos: pd.DataFrame, lanes: pd.DataFrame, settings: Rebalancin
 # engines
 # ---------------------------------------------------------------------------------------------------------------
 
-def _solve_optimizer(pos: pd.DataFrame, arcs: pd.DataFrame, curves: _CostCurves, room: pd.Series,
-                     lanes: pd.DataFrame, settings: RebalancingSettings, info: dict) -> np.ndarray:
+def _solve_optimizer(arcs: pd.DataFrame, curves: _CostCurves, room: pd.Series, settings: RebalancingSettings,
+                     info: dict) -> np.ndarray:
     """One MIP over every SKU of the partition; returns units per arc.
 
     Variables: cases per arc (integer), fill of each receiver's and sender's cost-curve segment (continuous),
@@ -485,7 +489,9 @@ def _round_and_repair(x: np.ndarray, arcs: pd.DataFrame, curves: _CostCurves, ro
         c, step, gain = c[ok], step[ok], gain[ok]
         if not len(c):
             break
-        order = np.argsort(gain, kind="stable")
+        # under a budget, the best use of the dollars left is the largest gain per dollar
+        key = gain / np.maximum(cost[c] * step, 1e-9) if settings.daily_budget_usd is not None else gain
+        order = np.argsort(key, kind="stable")
         c, step = c[order], step[order]
         first = ~pd.Series(to[c]).duplicated().to_numpy() & ~pd.Series(fr[c]).duplicated().to_numpy()
         c, step = c[first], step[first]
@@ -585,7 +591,7 @@ def _solve_greedy(pos: pd.DataFrame, arcs: pd.DataFrame, room: pd.Series, settin
 def _why_empty(pos: pd.DataFrame, lanes: pd.DataFrame, settings: RebalancingSettings, arcs_all: pd.DataFrame) -> str:
     if settings.daily_budget_usd is not None and settings.daily_budget_usd <= 0:
         return "budget 0: the daily transfer budget allows no transfer"
-    if lanes is None or _lane_table(lanes, settings).empty:
+    if lanes.empty:
         return "no lanes: no location can ship to another"
     if not (pos["receive_room"] > 0).any() or not (pos["need"] > 0).any():
         return "no need: every store is at or above its protection stock"
@@ -652,8 +658,7 @@ def plan_transfers(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Reb
         pos = positions(inputs, forecast, s, prices)
     info: dict = {"engine": engine, "date": f"{pd.Timestamp(inputs.date):%Y-%m-%d}", "sku_group": inputs.sku_group,
                   "settings": asdict(s)}
-    lanes = inputs.lanes if inputs.lanes is not None else pd.DataFrame(
-        columns=["from_location", "to_location", "cost_per_unit", "lead_time_days"])
+    lanes = _lane_table(inputs.lanes, s)
     curves = _cost_curves(pos, s)
     room = _location_room(pos, inputs.locations, s)
     budget_zero = s.daily_budget_usd is not None and s.daily_budget_usd <= 0
@@ -664,7 +669,7 @@ def plan_transfers(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Reb
     if len(arcs):
         info["candidate_arcs"] = int(len(arcs))
         if engine == "optimizer":
-            units = _solve_optimizer(pos, arcs, curves, room, lanes, s, info)
+            units = _solve_optimizer(arcs, curves, room, s, info)
         else:
             units = _solve_greedy(pos, arcs, room, s)
             info["solver_status"] = "greedy: cheapest lane first"
@@ -681,8 +686,7 @@ def plan_transfers(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Reb
         # the true optimality gap, since the relaxation bounds the integer optimum)
         info["gap_vs_relaxation_pct"] = 0.0 if rs <= 1e-9 else float(100 * max(rs - obj["saving_usd"], 0.0) / rs)
     if plan.empty:
-        info["why_empty"] = (_why_empty(pos, lanes, s, _candidate_arcs(pos, lanes, s, None, room))
-                             if not budget_zero else _why_empty(pos, lanes, s, pd.DataFrame()))
+        info["why_empty"] = _why_empty(pos, lanes, s, _candidate_arcs(pos, lanes, s, None, room))
         info.setdefault("solver_status", "not solved: nothing to plan")
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return plan, info

@@ -1,0 +1,66 @@
+"""What every agent asset does besides deciding: LLM usage as metadata, and its decisions into the audit trail."""
+
+import dagster as dg
+import pandas as pd
+
+from ..core.asof import PlanningInputs
+from ..core.costs import agent_costs
+from ..core.fingerprint import fingerprints
+from ..resources.audit import AuditSink
+
+USAGE_METADATA_KEY = "llm_usage"
+
+
+def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> dict:
+    """Per-agent LLM usage (calls, tokens, USD, USD per SKU, latency, fallbacks) as asset metadata."""
+    costs = agent_costs(usage, n_skus, n_sku_locations)
+    row = costs[costs["agent"] == agent]
+    meta = {USAGE_METADATA_KEY: dg.MetadataValue.json(row.to_dict("records"))}
+    if len(row):
+        meta["llm_usd"] = dg.MetadataValue.float(float(row["usd"].sum()))
+        meta["llm_calls"] = dg.MetadataValue.int(int(row["calls"].sum()))
+        meta["llm_fallbacks"] = dg.MetadataValue.int(int(row["fallbacks"].sum()))
+        meta["llm_usd_per_sku"] = dg.MetadataValue.float(float(row["usd_per_sku"].sum()))
+    return meta
+
+
+def input_fingerprints(inputs: PlanningInputs) -> dict:
+    """Content hashes of the partition's input tables: which data a decision was made from."""
+    return fingerprints({**inputs.as_tables(), "inventory_snapshot": inputs.inventory_snapshot})
+
+
+def start_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs) -> None:
+    """Mark the attempt started before deciding, so a killed run shows up as incomplete."""
+    audit.start_attempt(asset, inputs.date, inputs.sku_group, context.run_id,
+                        extra={"job": context.job_name, "partition": str(context.partition_key)})
+
+
+def write_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs, records: pd.DataFrame,
+                engine: str, model: str, usage: pd.DataFrame, checks: dict, extra: dict | None = None) -> str:
+    """Commit the run's decision rows with how they were made. Returns the manifest URI."""
+    usage_rows = [] if usage is None or usage.empty else usage.drop(
+        columns=[c for c in ("fallback_reason",) if c in usage.columns]).to_dict("records")
+    fallback_reasons = sorted({str(r) for r in usage.get("fallback_reason", []) if str(r)}) \
+        if usage is not None and len(usage) else []
+    ctx = {
+        "inputs": input_fingerprints(inputs),
+        "engine": engine,
+        "model": model,
+        "llm": {
+            "calls": int(usage["calls"].sum()) if usage is not None and len(usage) else 0,
+            "input_tokens": int(usage["input_tokens"].sum()) if usage is not None and len(usage) else 0,
+            "output_tokens": int(usage["output_tokens"].sum()) if usage is not None and len(usage) else 0,
+            "usd": float(usage["usd"].sum()) if usage is not None and len(usage) else 0.0,
+            "batches": usage_rows,
+            "fallback_reasons": fallback_reasons,
+        },
+        "guardrails": checks,
+        "dagster": {"run_id": context.run_id, "job": context.job_name, "partition": str(context.partition_key)},
+        **(extra or {}),
+    }
+    return audit.write_records(asset, inputs.date, inputs.sku_group, context.run_id, records, ctx)
+
+
+def check_outcomes(results: list) -> dict:
+    """{check name: passed/failed (+ severity)} from AssetCheckResults."""
+    return {r.check_name: ("passed" if r.passed else f"failed ({r.severity.value.lower()})") for r in results}
