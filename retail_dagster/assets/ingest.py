@@ -42,6 +42,7 @@ def _summary(frame: pd.DataFrame) -> dict:
     partitions_def=daily_by_group,
     can_subset=False,
     name="planning_inputs",
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     op_tags={"layer": "ingest"},
 )
 def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataSourceResource):
