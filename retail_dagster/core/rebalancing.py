@@ -9,6 +9,12 @@ Expected units short at stock level s is E[(X - s)+] for X ~ Normal(mean, sigma)
 plus review period (sigma from the forecast's p10/p90), linearised between a few breakpoints per SKU-location so that
 the model stays linear; the optimiser and the evaluator use the same breakpoints, so "optimiser <= greedy" is exact.
 Overstock penalty: `overstock_penalty_pct` of unit cost per unit above `overstock_cover_days` of mean demand.
+
+Constraints: lanes must exist; lane capacity per day and location capacity are shared by all SKUs of the model
+(exact inside a partition; `lane_capacity_share` / `receiver_capacity_share` split them between partitions);
+whole case packs (integer case variables) and a minimum quantity (on/off binaries where it exceeds one case);
+a daily budget in USD. Solver: the exact MIP up to `mip_max_arcs` candidate arcs, above that the LP relaxation
+rounded down to case packs then repaired upward; both report the gap to the LP relaxation (a bound on the optimum).
 """
 
 from __future__ import annotations
@@ -556,7 +562,6 @@ def _solve_greedy(pos: pd.DataFrame, arcs: pd.DataFrame, room: pd.Series, settin
         want = np.minimum(np.ceil(need_rows[to[idx]] / p) * p, np.floor(room_rows[to[idx]] / p) * p)
         alloc = np.zeros(n_a)
         alloc[idx] = want
-        pos_in_idx = np.arange(len(idx))
         # each shared resource in turn; clipping only lowers allocations, so earlier limits stay satisfied
         for key, left in ((fr, surplus_rows), (lane_key, lane_left), (loc_key, loc_left)):
             got = clip_shared(idx, alloc, key, left)
@@ -572,7 +577,6 @@ def _solve_greedy(pos: pd.DataFrame, arcs: pd.DataFrame, room: pd.Series, settin
             over = np.cumsum(spend) > budget_left + 1e-9
             alloc[idx[over]] = 0.0
         alloc[idx[alloc[idx] < min_units]] = 0.0
-        del pos_in_idx
         a = alloc[idx]
         units[idx] += a
         need_rows -= np.bincount(to[idx], weights=a, minlength=len(need_rows))
@@ -603,8 +607,8 @@ def _why_empty(pos: pd.DataFrame, lanes: pd.DataFrame, settings: RebalancingSett
     return "no transfer pays for itself: transfer cost exceeds the expected margin saved"
 
 
-def _frame(pos: pd.DataFrame, arcs: pd.DataFrame, units: np.ndarray, curves: _CostCurves, date: pd.Timestamp,
-           engine: str) -> pd.DataFrame:
+def _frame(pos: pd.DataFrame, arcs: pd.DataFrame, units: np.ndarray, date: pd.Timestamp, engine: str
+           ) -> pd.DataFrame:
     keep = units > 0
     if not keep.any():
         return _empty_plan()
@@ -673,7 +677,7 @@ def plan_transfers(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Reb
         else:
             units = _solve_greedy(pos, arcs, room, s)
             info["solver_status"] = "greedy: cheapest lane first"
-    plan = _frame(pos, arcs, units, curves, inputs.date, engine)
+    plan = _frame(pos, arcs, units, inputs.date, engine)
     obj = plan_objective(plan, pos, s)
     info.update(transfers=int(len(plan)), units=int(plan["units"].sum()), cost=float(plan["cost"].sum()),
                 shortage_avoided=float(plan["shortage_units_avoided"].sum()),
