@@ -1,18 +1,18 @@
 """Own-price elasticity per SKU from sales history: a fixed-effects Poisson log-log fit with empirical-Bayes pooling.
 
-Model per SKU-location-day (sales on days that ended with zero stock are dropped: they are censored by stock):
-    E[units] = exp(level[SKU-location x block] + weekday[category x day of week] + traffic[location x day]
-                   + event[group x event type] + elasticity[SKU] * log(price) + promo[category] * on_promotion)
-The level fixed effect over short blocks (14 days by default) absorbs seasonality, trend and regular-price
-level, so the elasticity is identified from price moves *within* a block (promotions of different depths, regular
-price steps). The promo term carries the lift a promotion adds beyond its price cut. The Poisson (pseudo) likelihood
-handles the many zero-sale days a log(units) regression cannot. Fitted by backfitting: closed-form updates of the
-multiplicative fixed effects and a joint Newton step for (elasticity, promo) via the Schur complement of their
-arrow-shaped Hessian; everything is a `np.bincount` over rows, no loop over series.
+Model per SKU-location-day (days that ended with zero stock on hand are dropped: their sales are censored):
+    E[units] = exp(level[SKU-location x 91-day block] + season[category x region x 14-day block]
+                   + weekday[category x day of week] + traffic[location x day] + event[group x event type]
+                   + elasticity[SKU] * log(price) + promo[category] * on_promotion)
+The level absorbs a series' size and slow trend, the season term the swings a category shares (so a regular price
+step inside a level block is informative), the promo term the lift a promotion adds beyond its price cut. The Poisson
+(pseudo) likelihood copes with the many zero-sale days a log(units) regression cannot. Fitted by backfitting:
+closed-form updates of the multiplicative fixed effects and a joint Newton step for (elasticity, promo) through the
+Schur complement of their arrow-shaped Hessian; every step is a `np.bincount` over rows, no loop over series.
 
-Pooling: the unpooled fit gives every SKU its own promo lift (only its own data speaks). The pooled fit shares the
-promo lift within a category, then shrinks each SKU's elasticity towards its category mean (empirical Bayes,
-DerSimonian-Laird between-SKU variance), and category means towards the overall mean, in proportion to the
+Pooling: the unpooled fit gives every SKU its own promo lift (only its own data speaks). The pooled estimate shares
+the promo lift within a category and shrinks each SKU's elasticity towards its category's pooled fit (empirical
+Bayes, DerSimonian-Laird between-SKU variance), the category towards the overall mean, in proportion to the
 estimate's noise. Elasticity is a SKU property here (shared by its locations); store-level variation is not modelled.
 """
 
@@ -254,7 +254,7 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
         if moved < settings.tol:
             break
     # sandwich standard error, with the promo effect partialled out when each group has its own; floored by the
-    # model-based (quasi-Poisson) variance, since a few sparse rows can fit almost perfectly
+    # pure Poisson variance, since a few sparse rows can fit almost perfectly
     r = y - mu
     ridge = 1.0 / settings.ridge_sd ** 2
     h_ee, h_gg = h_ee - ridge, h_gg - ridge  # the data's own curvature: the shrinkage step brings the prior
@@ -267,12 +267,12 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
         z = xt
         bread = h_ee
     meat = np.bincount(e_row, r * r * z * z, n_e)
-    n_par = sum(n for _, n, _ in d.effects) + n_e + n_g
-    phi = max(float((r * r / np.maximum(mu, 1e-12)).sum() / max(len(y) - n_par, 1)), 1.0)
     ok = bread > settings.min_information
-    var = np.where(ok, np.maximum(meat, phi * bread) / np.where(ok, bread, 1.0) ** 2, np.inf)
+    var = np.where(ok, np.maximum(meat, bread) / np.where(ok, bread, 1.0) ** 2, np.inf)
     raw = e.copy()
-    e = np.where(ok, e, np.nan)
+    # report the data's own estimate: undo the weak prior's pull with one Newton step on the data's curvature, so
+    # the estimate and its (data-only) standard error agree when the shrinkage step weighs them
+    e = np.where(ok, e + (e - settings.prior_elasticity) / settings.ridge_sd ** 2 / np.where(ok, bread, 1.0), np.nan)
     return _Fit(elasticity=e, se=np.sqrt(var), promo=g, iterations=it, mu=mu, raw_elasticity=raw)
 
 

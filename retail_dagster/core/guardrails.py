@@ -302,7 +302,11 @@ def apply_guardrails(frame: pd.DataFrame, settings: GuardrailSettings) -> pd.Dat
     with np.errstate(invalid="ignore"):
         clipped = np.clip(wish, lower, upper)
     snapped = snap_rows(np.where(np.isfinite(clipped), clipped, cur), lower, upper, settings, cats)
-    no_fit = np.isnan(snapped) & ~conflict
+    # the nearest allowed ending may lie on the other side of the current price (a raise that would come out as a
+    # cut): a rule then stops the wish, so hold
+    with np.errstate(invalid="ignore"):
+        opposite = (snapped - cur) * (wish - cur) < 0
+    no_fit = (np.isnan(snapped) | opposite) & ~conflict
     hold = wish_is_hold | locked | conflict | too_soon | no_fit
     rec = np.where(hold, cur, snapped)
     rec = np.where(np.abs(rec - cur) < CHANGE_TOLERANCE_USD, cur, rec)  # a sub-cent move is a hold
@@ -312,8 +316,8 @@ def apply_guardrails(frame: pd.DataFrame, settings: GuardrailSettings) -> pd.Dat
         below, above = wish < lower, wish > upper
     bound_rule = np.where(below, out["lower_rule"].to_numpy(), np.where(above, out["upper_rule"].to_numpy(), ""))
     rule = np.select(
-        [locked, conflict, too_soon, no_fit, bound_rule != ""],
-        [PROMO_LOCK_RULE, CONFLICT_RULE, MIN_DAYS_RULE, PRICE_ENDINGS, bound_rule],
+        [locked, conflict, too_soon, bound_rule != "", no_fit],
+        [PROMO_LOCK_RULE, CONFLICT_RULE, MIN_DAYS_RULE, bound_rule, PRICE_ENDINGS],
         default=PRICE_ENDINGS,
     ).astype(object)
     clamped = wish_differs

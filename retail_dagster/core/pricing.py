@@ -57,41 +57,48 @@ class PricingSettings:
 def price_history(sales: pd.DataFrame, date, history_days: int = 90, omnibus_days: int = 30) -> pd.DataFrame:
     """Per SKU-location from sales before `date`: current_price (last non-promotional price), days_since_change
     (since the last regular price change; NaN when none seen in the window), lowest_price_30d (lowest selling price
-    of the prior `omnibus_days`, promotions included: the EU Omnibus reference for a markdown)."""
-    d = pd.Timestamp(date)
-    h = sales[(sales["date"] < d) & (sales["date"] >= d - pd.Timedelta(days=max(history_days, omnibus_days)))]
-    cols = ["sku_id", "location_id", "current_price", "days_since_change", "lowest_price_30d"]
-    if h.empty:
-        return pd.DataFrame(columns=cols)
-    sku, sku_u = pd.factorize(h["sku_id"])
-    loc, loc_u = pd.factorize(h["location_id"])
-    key = sku.astype(np.int64) * len(loc_u) + loc
-    day = ((h["date"] - d).dt.days).to_numpy()  # negative: days before D
-    price = h["price"].to_numpy(dtype=float)
-    promo = h["on_promotion"].to_numpy().astype(bool)
-    order = np.lexsort((day, key))
-    key, day, price, promo = key[order], day[order], price[order], promo[order]
-    uniq, first = np.unique(key, return_index=True)
-    pos = np.searchsorted(uniq, key)
+    of the prior `omnibus_days`, promotions included: the EU Omnibus reference for a markdown).
 
-    reg = ~promo & (day >= -history_days)
-    rk, rd, rp = key[reg], day[reg], price[reg]
-    current = np.full(len(uniq), np.nan)
-    if len(rk):
-        last = np.r_[rk[1:] != rk[:-1], True]  # last regular observation per key (sorted by day)
-        current[np.searchsorted(uniq, rk[last])] = rp[last]
-        change = np.r_[False, (rk[1:] == rk[:-1]) & (np.abs(rp[1:] - rp[:-1]) >= CHANGE_TOLERANCE_USD)]
-        last_change = np.full(len(uniq), -np.inf)
-        np.maximum.at(last_change, np.searchsorted(uniq, rk[change]), rd[change].astype(float))
-    else:
-        last_change = np.full(len(uniq), -np.inf)
-    recent = day >= -omnibus_days
-    lowest = np.full(len(uniq), np.inf)
-    np.minimum.at(lowest, pos[recent], price[recent])
+    Works on a (SKU-location x day) price grid (sales have one row per key and day), so no sort and no group-by:
+    the change date is the first regular observation after the last regular day whose price differed from the
+    current one, so A -> B -> A counts as a change back to A.
+    """
+    d = pd.Timestamp(date)
+    cols = ["sku_id", "location_id", "current_price", "days_since_change", "lowest_price_30d"]
+    width = max(history_days, omnibus_days)
+    dates = sales["date"].to_numpy()
+    m = (dates < d.to_datetime64()) & (dates >= (d - pd.Timedelta(days=width)).to_datetime64())
+    if not m.any():
+        return pd.DataFrame(columns=cols)
+    sku, sku_u = pd.factorize(sales["sku_id"].to_numpy()[m])
+    loc, loc_u = pd.factorize(sales["location_id"].to_numpy()[m])
+    key, uniq_key = pd.factorize(sku.astype(np.int64) * len(loc_u) + loc)
+    n_key = len(uniq_key)
+    col = ((dates[m] - d.to_datetime64()) // np.timedelta64(1, "D")).astype(np.int64) + width  # 0..width-1
+    price = sales["price"].to_numpy(dtype=float)[m]
+    promo = sales["on_promotion"].to_numpy().astype(bool)[m]
+
+    grid = np.full((n_key, width), np.nan)
+    grid[key, col] = price
+    regular = np.full((n_key, width), np.nan)
+    reg = ~promo & (col >= width - history_days)
+    regular[key[reg], col[reg]] = price[reg]
+    rows = np.arange(n_key)
+    seen = ~np.isnan(regular)
+    has = seen.any(axis=1)
+    last = width - 1 - np.argmax(seen[:, ::-1], axis=1)
+    current = np.where(has, regular[rows, last], np.nan)
+    differs = seen & (np.abs(regular - current[:, None]) >= CHANGE_TOLERANCE_USD)
+    changed = differs.any(axis=1)
+    last_other = width - 1 - np.argmax(differs[:, ::-1], axis=1)
+    after = seen & (np.arange(width)[None, :] > last_other[:, None])
+    change_col = np.argmax(after, axis=1)  # first regular day of the current run
+    recent = grid[:, width - omnibus_days:] if omnibus_days > 0 else grid[:, :0]
+    lowest = np.where(np.isnan(recent), np.inf, recent).min(axis=1, initial=np.inf)
     return pd.DataFrame({
-        "sku_id": sku_u[uniq // len(loc_u)], "location_id": loc_u[uniq % len(loc_u)],
+        "sku_id": sku_u[uniq_key // len(loc_u)], "location_id": loc_u[uniq_key % len(loc_u)],
         "current_price": current,
-        "days_since_change": np.where(np.isfinite(last_change), -last_change, np.nan),
+        "days_since_change": np.where(changed, width - change_col, np.nan),
         "lowest_price_30d": np.where(np.isfinite(lowest), lowest, np.nan),
     })
 
@@ -161,19 +168,22 @@ def pricing_context(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Pr
 
 
 def _objective(prices: np.ndarray, ctx: dict, elasticity: np.ndarray, settings: PricingSettings,
-               horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               horizon_days: int, log_ratio: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(objective, units, margin) for an (n, k) array of prices at one elasticity per row."""
     cur, fc, stock, cost, cover = ctx["cur"], ctx["fc"], ctx["stock"], ctx["cost"], ctx["cover"]
-    ratio = prices / cur[:, None]
-    demand = fc[:, None] * ratio ** elasticity[:, None]
+    if log_ratio is None:
+        log_ratio = np.log(prices / cur[:, None])
+    demand = fc[:, None] * np.exp(elasticity[:, None] * log_ratio)
     units = np.minimum(demand, stock[:, None])
     margin = units * (prices - cost[:, None])
     obj = margin + settings.revenue_weight * units * prices
     # markdown bias: stock left at the horizon's end beyond the target cover costs holding and obsolescence
-    rate_after = demand / horizon_days
-    excess = np.maximum(np.nan_to_num(stock[:, None] - units - settings.target_cover_days * rate_after, nan=0.0), 0)
     over = (cover > settings.overstock_cover_days)[:, None]
-    obj = obj - np.where(over, settings.overstock_cost_pct / 100.0 * cost[:, None] * excess, 0.0)
+    if over.any():
+        rate_after = demand / horizon_days
+        excess = np.maximum(np.nan_to_num(stock[:, None] - units - settings.target_cover_days * rate_after, nan=0.0),
+                            0.0)
+        obj = obj - np.where(over, settings.overstock_cost_pct / 100.0 * cost[:, None] * excess, 0.0)
     return obj, units, margin
 
 
@@ -206,12 +216,14 @@ def _engine(ctx: pd.DataFrame, inputs_horizon: int, settings: PricingSettings):
     scenarios = [e] if z <= 0 else [e - z * se, e, np.minimum(e + z * se, -0.05)]
 
     def worst_uplift(p):
-        ups = []
+        log_ratio = np.log(p / cur[:, None])
+        worst = None
         for es in scenarios:
-            obj, _, _ = _objective(p, ctx_arr, es, settings, inputs_horizon)
+            obj, _, _ = _objective(p, ctx_arr, es, settings, inputs_horizon, log_ratio)
             hold_obj, _, _ = _objective(cur[:, None], ctx_arr, es, settings, inputs_horizon)
-            ups.append(obj - hold_obj)
-        return np.min(ups, axis=0), hold_obj[:, 0]
+            up = obj - hold_obj
+            worst = up if worst is None else np.minimum(worst, up)
+        return worst, hold_obj[:, 0]
 
     up, hold_obj = worst_uplift(prices)
     up[:, 0] = 0.0
@@ -221,7 +233,7 @@ def _engine(ctx: pd.DataFrame, inputs_horizon: int, settings: PricingSettings):
     choice = np.where(best > need, prices[np.arange(n), j], cur)
 
     # the engine's unconstrained wish (only price > 0), to tell which rule cut it
-    wide = cur[:, None] * np.exp(np.linspace(np.log(0.5), np.log(2.0), 41))[None, :]
+    wide = cur[:, None] * np.exp(np.linspace(np.log(0.5), np.log(2.0), 25))[None, :]
     wide = np.concatenate([prices, wide], axis=1)
     wup, _ = worst_uplift(wide)
     wj = np.argmax(wup, axis=1)
