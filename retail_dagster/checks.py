@@ -9,6 +9,14 @@ import numpy as np
 import pandas as pd
 
 from .core.asof import PlanningInputs
+from .partitions import daily_by_group
+
+
+def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
+    """A check on a partitioned asset, itself partitioned the same way: it judges only the run's partition and
+    its result is recorded per partition (so the UI shows check status per day and group)."""
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
+                             partitions_def=daily_by_group)
 
 # ---- demand_forecast ----------------------------------------------------------------------------------------
 FORECAST_COVERAGE = "forecast_covers_active_series"
@@ -17,15 +25,15 @@ FORECAST_SPIKES = "forecast_spike_guard"
 FORECAST_VS_NAIVE = "forecast_beats_seasonal_naive"
 
 DEMAND_CHECKS = [
-    dg.AssetCheckSpec(FORECAST_COVERAGE, asset="demand_forecast", blocking=True,
-                      description="Every active SKU-location has a forecast for each of the 14 target days."),
-    dg.AssetCheckSpec(FORECAST_QUANTILES, asset="demand_forecast", blocking=True,
-                      description="Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
-    dg.AssetCheckSpec(FORECAST_SPIKES, asset="demand_forecast", blocking=False,
-                      description="Warns when p50 is far above anything seen in history with no promotion or "
+    _spec(FORECAST_COVERAGE, "demand_forecast", True,
+          "Every active SKU-location has a forecast for each of the 14 target days."),
+    _spec(FORECAST_QUANTILES, "demand_forecast", True,
+          "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
+    _spec(FORECAST_SPIKES, "demand_forecast", False,
+          "Warns when p50 is far above anything seen in history with no promotion or "
                                   "event to explain it."),
-    dg.AssetCheckSpec(FORECAST_VS_NAIVE, asset="demand_forecast", blocking=False,
-                      description="Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
+    _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
+          "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
                                   "holdout."),
 ]
 
@@ -106,17 +114,17 @@ TRANSFER_RULES = {
 }
 
 TRANSFER_CHECKS = [
-    dg.AssetCheckSpec(TRANSFER_CONSERVATION, asset="transfer_plan", blocking=True,
-                      description="Per SKU and sender, units out <= available surplus; no sender below its "
+    _spec(TRANSFER_CONSERVATION, "transfer_plan", True,
+          "Per SKU and sender, units out <= available surplus; no sender below its "
                                   "protection stock or its on-hand."),
-    dg.AssetCheckSpec(TRANSFER_UNITS, asset="transfer_plan", blocking=True,
-                      description="Units are positive integers, whole case packs, at least the minimum transfer."),
-    dg.AssetCheckSpec(TRANSFER_LANES, asset="transfer_plan", blocking=True,
-                      description="Every transfer uses an existing lane within its capacity; no self-transfers."),
-    dg.AssetCheckSpec(TRANSFER_BUDGET, asset="transfer_plan", blocking=True,
-                      description="The plan's transfer cost is within the daily budget."),
-    dg.AssetCheckSpec(TRANSFER_SHARE, asset="transfer_plan", blocking=False,
-                      description="Warns when the plan moves an unusually large share of the network's stock."),
+    _spec(TRANSFER_UNITS, "transfer_plan", True,
+          "Units are positive integers, whole case packs, at least the minimum transfer."),
+    _spec(TRANSFER_LANES, "transfer_plan", True,
+          "Every transfer uses an existing lane within its capacity; no self-transfers."),
+    _spec(TRANSFER_BUDGET, "transfer_plan", True,
+          "The plan's transfer cost is within the daily budget."),
+    _spec(TRANSFER_SHARE, "transfer_plan", False,
+          "Warns when the plan moves an unusually large share of the network's stock."),
 ]
 
 
@@ -138,17 +146,17 @@ PRICE_CHANGE_SHARE = "price_change_share"
 PRICE_AT_BOUND = "price_changes_at_max_bound"
 
 PRICE_CHECKS = [
-    dg.AssetCheckSpec(PRICE_GUARDRAILS, asset="price_recommendations", blocking=True,
-                      description="Every recommended price is inside all hard guardrails (max change, margin floor, "
+    _spec(PRICE_GUARDRAILS, "price_recommendations", True,
+          "Every recommended price is inside all hard guardrails (max change, margin floor, "
                                   "MSRP, MAP, endings, min days between changes, promotion lock)."),
-    dg.AssetCheckSpec(PRICE_COMPLETE, asset="price_recommendations", blocking=True,
-                      description="Every forecast SKU-location has exactly one recommended price."),
-    dg.AssetCheckSpec(PRICE_POSITIVE, asset="price_recommendations", blocking=True,
-                      description="No recommended price is <= 0 or not finite."),
-    dg.AssetCheckSpec(PRICE_CHANGE_SHARE, asset="price_recommendations", blocking=False,
-                      description="Warns when the share of SKU-locations changing price is above the threshold."),
-    dg.AssetCheckSpec(PRICE_AT_BOUND, asset="price_recommendations", blocking=False,
-                      description="Warns when many changes sit exactly at the max change bound at once."),
+    _spec(PRICE_COMPLETE, "price_recommendations", True,
+          "Every forecast SKU-location has exactly one recommended price."),
+    _spec(PRICE_POSITIVE, "price_recommendations", True,
+          "No recommended price is <= 0 or not finite."),
+    _spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
+          "Warns when the share of SKU-locations changing price is above the threshold."),
+    _spec(PRICE_AT_BOUND, "price_recommendations", False,
+          "Warns when many changes sit exactly at the max change bound at once."),
 ]
 
 

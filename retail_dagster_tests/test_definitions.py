@@ -54,11 +54,13 @@ def test_one_partition_materializes_without_leakage(demo_path, tmp_path):
 def test_invalid_input_fails_run_and_writes_nothing(demo_path, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
+    catalog = pd.read_parquet(os.path.join(demo_path, "catalog.parquet"))
+    grocery = set(catalog.loc[catalog["sku_group"] == "grocery", "sku_id"])
     for f in os.listdir(demo_path):
         if f.endswith(".parquet"):
             frame = pd.read_parquet(os.path.join(demo_path, f))
-            if f == "sales.parquet":
-                frame.loc[frame.index[:4], "price"] = -1.0
+            if f == "sales.parquet":  # bad rows in the partition's own group: each partition validates its slice
+                frame.loc[frame.index[frame["sku_id"].isin(grocery)][:4], "price"] = -1.0
             frame.to_parquet(bad / f, index=False)
     out = tmp_path / "out"
     result = dg.materialize(

@@ -86,10 +86,10 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
                 engine=",".join(sorted(forecast["engine"].astype(str).unique())) if len(forecast) else "local",
                 model=json.dumps(info.get("model_mix", {})), usage=usage, checks=check_outcomes(results),
                 extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through")})
-    yield from results
     meta = forecast_summary(forecast, inputs, info)
     meta.update(usage_metadata("demand", usage, inputs.catalog["sku_id"].nunique(), n_series))
     yield dg.Output(forecast, metadata=meta)
+    yield from results
 
 
 def forecast_decisions(forecast: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +125,12 @@ def realized_accuracy(past_forecasts: dict[pd.Timestamp, pd.DataFrame], sales: p
     group_name=DEMAND_GROUP,
     owners=["team:demand-planning"],
     tags={"agent": "demand_sensing"},
-    deps=["demand_forecast"],
+    # lineage and ordering (asset backfills wait for them): the forecasts of the 14 days before scored here
+    deps=[dg.AssetDep("demand_forecast", partition_mapping=dg.MultiPartitionMapping({
+        "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(
+            start_offset=-14, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+        "sku_group": dg.DimensionPartitionMapping("sku_group", dg.IdentityPartitionMapping()),
+    }))],
     backfill_policy=dg.BackfillPolicy.multi_run(1),
 )
 def forecast_accuracy(context: dg.AssetExecutionContext, sales_history: pd.DataFrame,

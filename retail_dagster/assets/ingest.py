@@ -51,7 +51,7 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     A data contract error fails this step, so nothing downstream is written for the partition.
     """
     date, group = split_partition(context)
-    tables = data_source.load()
+    tables = data_source.load(sku_group=group)
     inputs = planning_inputs(tables, date, group)
     for note in inputs.notes:
         context.log.warning(note)

@@ -69,7 +69,7 @@ def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: Pric
                 model=model, usage=usage, checks=check_outcomes(results),
                 extra={"guardrail_settings": pricing_agent.guardrails().__dict__ | {
                     "category_overrides": dict(pricing_agent.category_overrides)}})
-    yield from results
     meta = price_summary(recs)
     meta.update(usage_metadata("pricing", usage, inputs.catalog["sku_id"].nunique(), len(recs)))
     yield dg.Output(recs, metadata=meta)
+    yield from results

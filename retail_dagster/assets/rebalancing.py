@@ -69,8 +69,8 @@ def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: Rebalanc
                 engine=",".join(sorted(plan["engine"].astype(str).unique())) if len(plan) else "local",
                 model=model, usage=usage, checks=check_outcomes(results),
                 extra={"solver": {k: v for k, v in info.items() if k != "settings"}})
-    yield from results
     meta = plan_summary(plan, info)
     n_sku_locations = int(demand_forecast[["sku_id", "location_id"]].drop_duplicates().shape[0])
     meta.update(usage_metadata("rebalancing", usage, inputs.catalog["sku_id"].nunique(), n_sku_locations))
     yield dg.Output(plan, metadata=meta)
+    yield from results

@@ -2,7 +2,10 @@
 promotion, event, weather and traffic features, statsforecast models for intermittent series and fallbacks, a
 category x location profile for new series, and negative-binomial quantiles calibrated on a recent holdout.
 
-Dagster-free: `forecast_for_date(tables, date, sku_group, settings, cache_dir)` is what the asset calls.
+Dagster-free: `forecast_for_date(tables, date, sku_group, settings, cache_dir)` is what the asset calls. A model
+for anchor A sees only data < A: LightGBM is fitted on days < A - calibration_days, the last calibration_days
+before A are its out-of-sample holdout (dispersion of the quantiles, choice of the intermittent-segment model).
+Stocked-out days (end-of-day on hand 0) are censored: dropped from the training targets, imputed in the lags.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import pickle
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -64,7 +68,9 @@ class ForecastSettings:
     num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """Identifies the settings a cached model was trained with (threads do not change the model)."""
+        d = {k: v for k, v in asdict(self).items() if k != "num_threads"}
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     @property
     def model_name(self) -> str:
@@ -349,6 +355,15 @@ def nb_quantiles(mu: np.ndarray, phi: np.ndarray, qs) -> np.ndarray:
     return np.maximum(out, 0.0)
 
 
+def nb_median(mu: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Median of NB(mean mu, var mu + phi mu^2)."""
+    from scipy import stats
+
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
+    n = 1.0 / np.maximum(np.asarray(phi, dtype=np.float64), 1e-4)
+    return stats.nbinom.ppf(0.5, n, n / (n + mu))
+
+
 @dataclass
 class Dispersion:
     """NB dispersion phi as a function of log(mean) (piecewise linear), times a calibrated multiplier."""
@@ -476,6 +491,7 @@ class DemandForecaster:
         panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta)
         hist, cens = panel.long("hist")
         self.info = {"anchor": f"{A:%Y-%m-%d}", "trained_through": f"{cut - pd.Timedelta(days=1):%Y-%m-%d}",
+                     "calibrated_through": f"{A - pd.Timedelta(days=1):%Y-%m-%d}",
                      "train_series": len(series), "train_rows": 0}
         fcst = _mlforecast(st)
         if len(hist):
@@ -560,7 +576,9 @@ class DemandForecaster:
         fut, _ = p.long("future")
         fut = fut.drop(columns=list(p.static))
         if self.fcst is not None and (which is None or st.model_name in which):
-            pred = self.fcst.predict(h, new_df=hist, X_df=fut)
+            with warnings.catch_warnings():  # short histories leave the longest windows NaN: LightGBM copes
+                warnings.filterwarnings("ignore", message="Found null values", category=UserWarning)
+                pred = self.fcst.predict(h, new_df=hist, X_df=fut)
             arr = np.full((len(panel.series), h), np.nan)
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(pred["lgbm"].to_numpy(), 0)
@@ -619,6 +637,10 @@ class DemandForecaster:
             phi[m] = d(mu[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
         qs = sorted(set(st.quantiles) | {0.1, 0.5, 0.9})
         q = nb_quantiles(mu.ravel(), phi.ravel(), qs)
+        # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
+        # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
+        j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
+        q[:, j50] = np.clip(nb_median(mu.ravel(), phi.ravel()), q[:, j10], q[:, j90])
         out = pd.DataFrame({
             "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
             "location_id": np.repeat(act["location_id"].to_numpy(), h),
@@ -744,7 +766,8 @@ def forecast_for_date(tables: dict[str, pd.DataFrame], date, sku_group: str, set
     mix = forecast.drop_duplicates(["sku_id", "location_id"])["model"].value_counts().sort_index()
     info = {
         "date": f"{inputs.date:%Y-%m-%d}", "sku_group": sku_group, "anchor": f"{anchor:%Y-%m-%d}",
-        "trained_through": model.info.get("trained_through"), "trained_now": trained_now,
+        "trained_through": model.info.get("trained_through"),
+        "calibrated_through": model.info.get("calibrated_through"), "trained_now": trained_now,
         "train_seconds": round(model.info.get("train_seconds", 0.0) if trained_now else 0.0, 3),
         "load_or_train_seconds": round(t1 - t0, 3), "predict_seconds": round(t2 - t1, 3),
         "series": int(forecast[["sku_id", "location_id"]].drop_duplicates().shape[0]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import pandas as pd
 
@@ -60,28 +60,62 @@ def find_table_files(path: str, s3_client: Any = None) -> dict[str, str]:
     return found
 
 
-def read_raw_table(file: str, s3_client: Any = None) -> pd.DataFrame:
+# fact tables keyed by SKU: a SKU-group slice reads only its SKUs' rows (Parquet row groups are pruned)
+SKU_KEYED = ("sales", "inventory", "promotions")
+
+
+def read_raw_table(file: str, s3_client: Any = None, skus: Optional[list[str]] = None,
+                   columns: Optional[list[str]] = None) -> pd.DataFrame:
+    """One table file as read (no validation); `skus` keeps only those SKUs' rows."""
     if is_s3(file):
         client = s3_client or make_s3_client()
         bucket, key = split_s3(file)
         data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return _read_bytes(data, key)
-    if file.endswith(".parquet"):
-        return pd.read_parquet(file)
-    return pd.read_csv(file, dtype=str, keep_default_na=True)
+        frame = _read_bytes(data, key)
+        if columns:
+            frame = frame[[c for c in columns if c in frame.columns]]
+    elif file.endswith(".parquet"):
+        filters = [("sku_id", "in", list(skus))] if skus is not None else None
+        try:
+            frame = pd.read_parquet(file, columns=columns, filters=filters)
+        except Exception:  # e.g. the file has no sku_id column: let validation name the problem
+            frame = pd.read_parquet(file, columns=columns)
+        skus = None if filters is not None and "sku_id" in frame.columns else skus
+    else:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=True, usecols=columns)
+    if skus is not None and "sku_id" in frame.columns:
+        frame = frame[frame["sku_id"].astype(str).isin(set(skus))]
+    # dictionary-encoded ids come back categorical: plain strings keep joins simple
+    for col in frame.columns:
+        if isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].astype(str).astype(object)
+    return frame.reset_index(drop=True)
 
 
-def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABLE_NAMES) -> dict[str, pd.DataFrame]:
-    """Read and validate every input table under `path`. Raises ContractError listing every problem."""
+def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABLE_NAMES,
+                sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
+    """Read and validate every input table under `path`. Raises ContractError listing every problem.
+
+    With `sku_group`, the SKU-keyed fact tables hold only that group's SKUs (the catalog stays whole): what one
+    partition needs, read without loading the other groups.
+    """
     files = find_table_files(path, s3_client)
     raw: dict[str, pd.DataFrame] = {}
     problems: list[Problem] = []
+    skus = None
+    if sku_group is not None and "catalog" in files:
+        catalog = read_raw_table(files["catalog"], s3_client)
+        if "sku_group" in catalog.columns and "sku_id" in catalog.columns:
+            skus = catalog.loc[catalog["sku_group"].astype(str) == sku_group, "sku_id"].astype(str).tolist()
+            if not skus:
+                raise ContractError([Problem("catalog", files["catalog"], "sku_group",
+                                             f"no SKU in group '{sku_group}'")])
     for t in tables:
         if t not in files:
             problems.append(Problem(t, os.path.join(str(path), f"{t}.parquet|.csv"), "*", "table file not found"))
             continue
         try:
-            raw[t] = read_raw_table(files[t], s3_client)
+            raw[t] = read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None)
         except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
             problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
     if problems:

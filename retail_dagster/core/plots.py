@@ -9,7 +9,7 @@ import pandas as pd
 
 
 def forecast_band_png(history: pd.DataFrame, forecast: pd.DataFrame, series: list[tuple[str, str]],
-                      weeks: int = 8, dpi: int = 80) -> bytes:
+                      weeks: int = 8, dpi: int = 64) -> bytes:
     """PNG (matplotlib Agg) with one panel per (sku_id, location_id): the last `weeks` weeks of sales (`units`)
     and the forecast's p10-p90 band with its p50."""
     import matplotlib
@@ -20,13 +20,14 @@ def forecast_band_png(history: pd.DataFrame, forecast: pd.DataFrame, series: lis
     series = list(series)[:6] or [("", "")]
     fig = Figure(figsize=(6.0, 1.6 * len(series)), dpi=dpi)
     axes = fig.subplots(len(series), 1, squeeze=False)[:, 0]
-    start = None
+    start = end = None
     if len(forecast):
         start = pd.Timestamp(forecast["target_date"].min()) - pd.Timedelta(weeks=weeks)
+        end = pd.Timestamp(forecast["target_date"].max())
     for ax, (sku, loc) in zip(axes, series):
         h = history[(history["sku_id"] == sku) & (history["location_id"] == loc)]
-        if start is not None:
-            h = h[h["date"] >= start]
+        if start is not None:  # the last weeks before the forecast (and actuals over it, when known)
+            h = h[(h["date"] >= start) & (h["date"] <= end)]
         f = forecast[(forecast["sku_id"] == sku) & (forecast["location_id"] == loc)].sort_values("target_date")
         h = h.sort_values("date")
         ax.plot(h["date"], h["units"], color="0.3", lw=1, label="sales")

@@ -73,26 +73,33 @@ class DataSourceResource(dg.ConfigurableResource):
 
         return make_s3_client(self.endpoint_url)
 
-    def load(self) -> dict[str, pd.DataFrame]:
-        """All input tables, validated (cached per process)."""
-        key = self._key()
+    def load(self, sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
+        """Input tables, validated, cached per process: all of them, or with `sku_group` only that group's rows of
+        the SKU-keyed fact tables (what a partition needs; far less memory on a large catalog)."""
+        key = self._key() + (sku_group,)
         with _LOCK:
             if key not in _CACHE:
-                _CACHE.clear()  # one data set per process is enough; keeps memory bounded
-                _CACHE[key] = self._load_uncached()
+                _CACHE.clear()  # one data set (or group slice) per process; keeps memory bounded
+                _CACHE[key] = self._load_uncached(sku_group)
             return _CACHE[key]
 
-    def _load_uncached(self) -> dict[str, pd.DataFrame]:
+    def _load_uncached(self, sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
         if self.kind == "demo":
             ensure_demo_data(self.path, self.demo_skus, self.demo_stores, self.demo_warehouses, self.demo_days,
                              self.demo_seed, self.demo_end_date)
-            return load_tables(self.path)
+            return load_tables(self.path, sku_group=sku_group)
         if self.kind == "files":
-            return load_tables(self.path, s3_client=self._s3_client())
+            return load_tables(self.path, s3_client=self._s3_client(), sku_group=sku_group)
         if self.kind == "m5":
             from ..core.m5 import load_m5
 
-            return validate_tables(load_m5(self.path))
+            tables = validate_tables(load_m5(self.path))
+            if sku_group is not None:
+                from ..core.loading import SKU_KEYED
+
+                skus = set(tables["catalog"].loc[tables["catalog"]["sku_group"] == sku_group, "sku_id"])
+                tables = {t: (f[f["sku_id"].isin(skus)] if t in SKU_KEYED else f) for t, f in tables.items()}
+            return tables
         raise ValueError(f"unknown data source kind '{self.kind}': use demo, files or m5")
 
     def available(self) -> list[str]:
