@@ -10,14 +10,12 @@ import time
 
 
 def _cmd_generate(args) -> int:
-    from .core.demo import DEFAULT_END_DATE, generate_demo, write_demo
+    from .core.demo import DEFAULT_END_DATE, write_demo_streaming
 
     t0 = time.perf_counter()
-    data = generate_demo(n_skus=args.skus, n_stores=args.stores, n_warehouses=args.warehouses, n_days=args.days,
-                         seed=args.seed, end_date=args.end_date or DEFAULT_END_DATE)
-    files = write_demo(data, args.out)
-    rows = {k: len(v) for k, v in data.tables.items()}
-    print(f"wrote {len(files)} files to {args.out} in {time.perf_counter() - t0:.1f}s: "
+    rows = write_demo_streaming(args.out, n_skus=args.skus, n_stores=args.stores, n_warehouses=args.warehouses,
+                                n_days=args.days, seed=args.seed, end_date=args.end_date or DEFAULT_END_DATE)
+    print(f"wrote {len(rows)} files to {args.out} in {time.perf_counter() - t0:.1f}s: "
           + ", ".join(f"{k}={v:,}" for k, v in rows.items()))
     return 0
 

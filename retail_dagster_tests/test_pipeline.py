@@ -75,7 +75,9 @@ def test_local_pipeline_materializes_everything_and_checks_pass(local_run, demo_
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert set(AGENT_ASSETS) | {"agent_costs", "forecast_accuracy", "sales_history"} <= materialized
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) >= 14 and all(e.passed for e in evaluations)
+    assert len(evaluations) >= 14
+    assert all(e.passed for e in evaluations if e.blocking), [e.check_name for e in evaluations if not e.passed]
+    assert {e.partition for e in evaluations} == {f"{DATE}|{GROUP}"}
     fc, recs, plan = load(out, "demand_forecast"), load(out, "price_recommendations"), load(out, "transfer_plan")
     assert fc["target_date"].min() == pd.Timestamp(DATE) and fc["horizon_day"].max() == 14
     assert set(recs["engine"]) == {"local"}
@@ -160,9 +162,13 @@ def test_bedrock_engines_end_to_end_through_dagster(fake_bedrock, demo_path, mod
     catalog = pd.read_parquet(os.path.join(data, "catalog.parquet"))
     assert set(recs["engine"]) == {"bedrock"}
     assert guardrail_violations(recs, catalog, PricingAgent().guardrails()).empty
-    floor = recs[["sku_id", "recommended_price"]].merge(catalog[["sku_id", "unit_cost"]], on="sku_id")
-    assert (recs["recommended_price"] > 0.01).all()
-    assert (floor["recommended_price"] >= floor["unit_cost"] * 1.15 - 1e-6).all()
+    # the LLM asked for the lowest candidate everywhere: every change still respects the margin floor
+    # (holding the current price is always allowed, even when it sits below today's floor)
+    floor = recs[["sku_id", "current_price", "recommended_price"]].merge(catalog[["sku_id", "unit_cost"]],
+                                                                         on="sku_id")
+    changed = (floor["recommended_price"] - floor["current_price"]).abs() >= 0.005
+    assert (recs["recommended_price"] > 0.01).all() and changed.any()
+    assert (floor.loc[changed, "recommended_price"] >= floor.loc[changed, "unit_cost"] * 1.15 - 1e-6).all()
     assert (recs["change_pct"] >= -10.0 - 1e-6).all()
 
     # metering: tokens are what the fake reported, USD = tokens x the price table

@@ -1,4 +1,4 @@
-"""Seeded, vectorized demo data generator with recorded ground truth.
+"""Seeded, vectorized demo data generator with recorded ground truth, in memory or streamed to Parquet by SKU block.
 
 Demand per SKU-location-day is a gamma-Poisson draw around
     rate = base * weekly(category) * yearly(category) * trend * event lift * weather effect * traffic noise
@@ -7,17 +7,27 @@ Inventory is simulated day by day (a loop over days, vectorized over every serie
 policy from the warehouses, so stock positions are consistent and sales are censored by stock. The calendars
 (promotions, events, weather) and the truth run `horizon_days` past the last observed day so that decisions made
 on the last day can be scored against what then happens.
+
+Scale: SKUs only interact through the shared calendars (events, weather, store traffic), which are drawn once; every
+SKU-level draw (catalog, prices, promotions, demand, the inventory simulation of its stores and warehouse rows) is
+made per block of `block_skus` consecutive SKUs from its own generator seeded with (seed, block index). So a block's
+rows depend only on (seed, block index, block_skus, network and calendar parameters): `generate_demo` (all blocks in
+memory) and `write_demo_streaming` (one block at a time to Parquet) produce the same data, and the full blocks of a
+smaller catalog are the first blocks of a larger one. Fact rows are ordered by sku_id, date, location_id.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 DEFAULT_END_DATE = "2026-11-24"  # last observed day of the embedded demo; the demo plans the day after
 HORIZON_DAYS = 14
+BLOCK_SKUS = 500  # SKUs per generation block; part of the data's definition, like the seed
 
 # department (sku_group) -> categories
 GROUPS: dict[str, list[str]] = {
@@ -55,12 +65,37 @@ EVENT_LIFTS: dict[str, dict[str, float]] = {
 }
 
 REGIONS = ["north", "south", "west"]
+WEEKLY_SHAPE = np.array([-0.3, -0.4, -0.25, -0.1, 0.3, 1.0, 0.45])  # Mon..Sun
+
+_GROUP_NAMES = list(GROUPS)
+_CATEGORY_NAMES = [c for g in _GROUP_NAMES for c in GROUPS[g]]  # categories in group order
+_N_CATEGORIES = np.array([len(GROUPS[g]) for g in _GROUP_NAMES])
+_CATEGORY_OFFSET = np.concatenate([[0], np.cumsum(_N_CATEGORIES)[:-1]])
+_CATEGORY_TABLE = np.array([CATEGORY_PARAMS[c] for c in _CATEGORY_NAMES])  # (n_categories, 7)
+_ADJECTIVES = ["Classic", "Organic", "Premium", "Value", "Fresh", "Eco", "Family", "Deluxe"]
+
+# the fact tables written block by block, and the small per-SKU tables that come with each block
+FACT_TABLES = ("sales", "inventory", "truth/demand")
+BLOCK_TABLES = ("catalog", "promotions", "sales", "inventory", "truth/demand", "truth/sku")
 
 
 @dataclass
 class DemoData:
     tables: dict[str, pd.DataFrame]  # the observed input tables, following the data contracts
     truth: dict[str, pd.DataFrame]  # ground truth for tests and benchmarks only
+
+
+@dataclass
+class _Ids:
+    """An id column as integer codes into a small array of labels (becomes a pyarrow dictionary column)."""
+    codes: np.ndarray
+    labels: np.ndarray  # object array of str
+
+    def take(self, mask: np.ndarray | None) -> "_Ids":
+        return self if mask is None else _Ids(self.codes[mask], self.labels)
+
+    def to_numpy(self) -> np.ndarray:
+        return self.labels[self.codes]
 
 
 def _holidays(dates: pd.DatetimeIndex) -> pd.DataFrame:
@@ -88,41 +123,43 @@ def _holidays(dates: pd.DatetimeIndex) -> pd.DataFrame:
     return ev[(ev["date"] >= dates[0]) & (ev["date"] <= dates[-1])]
 
 
-def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
-                  seed: int = 7, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
-                  new_sku_share: float = 0.04) -> DemoData:
-    """Generate a demo data set: `n_days` observed days ending `end_date`, calendars and truth `horizon_days` on."""
-    rng = np.random.default_rng(seed)
+@dataclass
+class _Network:
+    """Everything shared by all SKUs: dates, stores and warehouses, calendars, and the small tables built from them."""
+    seed: int
+    n_skus: int
+    n_obs: int
+    dates: pd.DatetimeIndex  # observed days + horizon
+    n_stores: int
+    n_warehouses: int
+    location_ids: np.ndarray  # stores then warehouses (also sorted as strings)
+    store_size: np.ndarray  # (L,)
+    store_reg_idx: np.ndarray  # (L,)
+    store_wh: np.ndarray  # (L,) the warehouse serving each store
+    lift: np.ndarray  # (T, regions, groups) event lift
+    temperature: np.ndarray  # (T, regions)
+    rain: np.ndarray  # (T, regions)
+    traffic_noise: np.ndarray  # (T, L) store-day noise shared by visitors and demand
+    new_sku_share: float
+    block_skus: int
+    tables: dict[str, pd.DataFrame]  # locations, lanes, events, weather, traffic
+    truth: dict[str, pd.DataFrame]  # event_effects, weekday_shape
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_skus // self.block_skus)
+
+
+def _network(n_skus: int, n_stores: int, n_warehouses: int, n_days: int, seed: int, end_date: str,
+             horizon_days: int, new_sku_share: float, block_skus: int) -> _Network:
+    if n_skus < 1 or n_stores < 1 or n_warehouses < 1 or n_days < 1 or block_skus < 1:
+        raise ValueError(f"n_skus, n_stores, n_warehouses, n_days and block_skus must be >= 1, got {n_skus}, "
+                         f"{n_stores}, {n_warehouses}, {n_days}, {block_skus}")
+    rng = np.random.default_rng([seed, 0])  # shared calendars; SKU blocks use [seed, 1, block]
     end = pd.Timestamp(end_date)
     obs_dates = pd.date_range(end=end, periods=n_days, freq="D")
     dates = pd.date_range(obs_dates[0], periods=n_days + horizon_days, freq="D")
     T = len(dates)
-
-    # ---- catalog -------------------------------------------------------------------------------------------
-    group_names = list(GROUPS)
-    sku_group = np.array(group_names)[np.arange(n_skus) % len(group_names)]
-    rng.shuffle(sku_group)
-    category = np.array([GROUPS[g][rng.integers(len(GROUPS[g]))] for g in sku_group])
-    cp = np.array([CATEGORY_PARAMS[c] for c in category])  # (n_skus, 7)
-    base_price = np.round(cp[:, 0] * np.exp(rng.normal(0, 0.35, n_skus)), 1) + 0.99
-    base_price = np.maximum(base_price, 0.99)
-    margin = rng.uniform(0.30, 0.50, n_skus)
-    unit_cost = np.round(base_price * (1 - margin), 2)
-    msrp = np.round(base_price * rng.uniform(1.10, 1.30, n_skus), 2)
-    map_price = np.where(rng.random(n_skus) < 0.3, np.round(unit_cost * rng.uniform(1.2, 1.4, n_skus), 2), np.nan)
-    map_price = np.minimum(map_price, base_price * 0.85)
-    case_pack = rng.choice([1, 2, 4, 6, 12], n_skus, p=[0.3, 0.15, 0.25, 0.2, 0.1])
-    elasticity = np.clip(cp[:, 1] + rng.normal(0, 0.35, n_skus), -4.0, -0.3)
-    promo_lift = np.exp(rng.normal(np.log(1.25), 0.08, n_skus))
-    sku_ids = np.array([f"SKU{i:05d}" for i in range(n_skus)])
-    adjectives = ["Classic", "Organic", "Premium", "Value", "Fresh", "Eco", "Family", "Deluxe"]
-    description = np.array([f"{adjectives[i % len(adjectives)]} {c.replace('_', ' ')} item {i}"
-                            for i, c in enumerate(category)], dtype=object)
-    catalog = pd.DataFrame({
-        "sku_id": sku_ids, "sku_group": sku_group, "category": category, "description": description,
-        "unit_cost": unit_cost, "base_price": base_price, "msrp": msrp, "map_price": map_price,
-        "case_pack": case_pack.astype("int64"),
-    })
 
     # ---- locations, lanes ----------------------------------------------------------------------------------
     store_ids = np.array([f"S{i:03d}" for i in range(n_stores)])
@@ -139,7 +176,7 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
         "capacity_units": np.concatenate([np.round(store_size * 40 * n_skus), np.full(n_warehouses, np.nan)]),
     })
     lane_rows = []
-    for s in range(n_stores):
+    for s in range(n_stores):  # loops over location pairs: a few hundred at most
         for w in range(n_warehouses):
             lane_rows.append((wh_ids[w], store_ids[s], round(rng.uniform(0.08, 0.2), 3), 1 + int(w != store_wh[s]),
                               np.nan))
@@ -152,12 +189,12 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
                                              "capacity_units"])
     lanes["lead_time_days"] = lanes["lead_time_days"].astype("int64")
 
-    # ---- calendars: events, weather, traffic noise ---------------------------------------------------------
+    # ---- calendars: events, weather, traffic ---------------------------------------------------------------
     holidays = _holidays(dates)
     local = []
     for r in REGIONS:
         n_local = max(1, int(T / 365 * 5))
-        days = rng.choice(T, n_local, replace=False)
+        days = rng.choice(T, min(n_local, T), replace=False)
         for d in days:
             etype = rng.choice(["sports", "festival"])
             local.append((dates[d], f"{r.title()} {etype} {dates[d]:%b %d}", etype, r))
@@ -183,221 +220,381 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
 
     # event lift per (day, region, group)
     reg_index = {r: i for i, r in enumerate(REGIONS)}
-    grp_index = {g: i for i, g in enumerate(group_names)}
-    lift = np.ones((T, n_reg, len(group_names)))
+    lift = np.ones((T, n_reg, len(_GROUP_NAMES)))
     date_pos = pd.Series(np.arange(T), index=dates)
     for ev in events.itertuples():
         t = date_pos[ev.date]
-        regs = range(n_reg) if ev.region == "ALL" else [reg_index[ev.region]]
-        for g, gi in grp_index.items():
-            l = EVENT_LIFTS[ev.event_type].get(g, 1.0)
-            for r in regs:
-                lift[t, r, gi] *= l
+        regs = list(range(n_reg)) if ev.region == "ALL" else [reg_index[ev.region]]
+        for gi, g in enumerate(_GROUP_NAMES):
+            lift[t, regs, gi] *= EVENT_LIFTS[ev.event_type].get(g, 1.0)
+
+    # traffic: store-day noise shared by visitors and demand, so traffic carries signal
+    traffic_noise = np.exp(rng.normal(0, 0.12, (T, n_stores)))
+    weekday_traffic = np.array([0.9, 0.85, 0.9, 0.95, 1.1, 1.3, 1.1])
+    store_reg_idx = np.array([reg_index[r] for r in store_region])
+    mean_lift_store = lift[:, store_reg_idx, :].mean(axis=2)  # (T, L)
+    visitors = (900 * store_size[None, :] * weekday_traffic[dow][:, None] * traffic_noise
+                * np.sqrt(mean_lift_store) * np.exp(-0.04 * np.log1p(rain[:, store_reg_idx])))
+    traffic = pd.DataFrame({
+        "date": np.repeat(obs_dates.values, n_stores), "location_id": np.tile(store_ids, n_days),
+        "visitors": np.round(visitors[:n_days].ravel()),
+    })
+
+    event_effects = pd.DataFrame([(e, g, EVENT_LIFTS[e].get(g, 1.0)) for e in EVENT_LIFTS for g in _GROUP_NAMES],
+                                 columns=["event_type", "sku_group", "lift"])
+    return _Network(
+        seed=seed, n_skus=n_skus, n_obs=n_days, dates=dates, n_stores=n_stores, n_warehouses=n_warehouses,
+        location_ids=np.concatenate([store_ids, wh_ids]).astype(object), store_size=store_size,
+        store_reg_idx=store_reg_idx, store_wh=store_wh, lift=lift, temperature=temperature, rain=rain,
+        traffic_noise=traffic_noise, new_sku_share=new_sku_share, block_skus=block_skus,
+        tables={"locations": locations, "lanes": lanes, "events": events, "weather": weather, "traffic": traffic},
+        truth={"event_effects": event_effects,
+               "weekday_shape": pd.DataFrame({"dayofweek": np.arange(7), "shape": WEEKLY_SHAPE})},
+    )
+
+
+def _to_sku_date_loc(a: np.ndarray, S: int, L: int) -> np.ndarray:
+    """(days, S*L) array with series index sku*L + loc -> flat array ordered by sku, day, loc."""
+    return a.reshape(a.shape[0], S, L).transpose(1, 0, 2).ravel()
+
+
+def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
+    """All rows of SKU block `b` (its SKUs at every store plus their warehouse rows), as columns per table."""
+    rng = np.random.default_rng([net.seed, 1, b])
+    lo = b * net.block_skus
+    S = min(net.n_skus, lo + net.block_skus) - lo
+    L, W = net.n_stores, net.n_warehouses
+    dates = net.dates
+    T, n_obs = len(dates), net.n_obs
+    n_reg = len(REGIONS)
+    dow = dates.dayofweek.to_numpy()
+    doy = dates.dayofyear.to_numpy()
+
+    # ---- catalog -------------------------------------------------------------------------------------------
+    gi_of_sku = np.arange(S) % len(_GROUP_NAMES)  # balanced groups within the block
+    rng.shuffle(gi_of_sku)
+    n_cat = _N_CATEGORIES[gi_of_sku]
+    cat_idx = _CATEGORY_OFFSET[gi_of_sku] + np.minimum((rng.random(S) * n_cat).astype(int), n_cat - 1)
+    sku_group = np.array(_GROUP_NAMES, dtype=object)[gi_of_sku]
+    category = np.array(_CATEGORY_NAMES, dtype=object)[cat_idx]
+    cp = _CATEGORY_TABLE[cat_idx]  # (S, 7)
+    base_price = np.round(cp[:, 0] * np.exp(rng.normal(0, 0.35, S)), 1) + 0.99
+    base_price = np.maximum(base_price, 0.99)
+    margin = rng.uniform(0.30, 0.50, S)
+    unit_cost = np.round(base_price * (1 - margin), 2)
+    msrp = np.round(base_price * rng.uniform(1.10, 1.30, S), 2)
+    map_price = np.where(rng.random(S) < 0.3, np.round(unit_cost * rng.uniform(1.2, 1.4, S), 2), np.nan)
+    map_price = np.minimum(map_price, base_price * 0.85)
+    case_pack = rng.choice([1, 2, 4, 6, 12], S, p=[0.3, 0.15, 0.25, 0.2, 0.1]).astype("int64")
+    elasticity = np.clip(cp[:, 1] + rng.normal(0, 0.35, S), -4.0, -0.3)
+    promo_lift = np.exp(rng.normal(np.log(1.25), 0.08, S))
+    sku_num = np.arange(lo, lo + S)
+    sku_ids = np.array([f"SKU{i:05d}" for i in sku_num], dtype=object)
+    description = np.array([f"{_ADJECTIVES[i % len(_ADJECTIVES)]} {c.replace('_', ' ')} item {i}"
+                            for i, c in zip(sku_num, category)], dtype=object)
 
     # ---- series (sku x store) ------------------------------------------------------------------------------
-    S, L = n_skus, n_stores
     sku_of = np.repeat(np.arange(S), L)
     store_of = np.tile(np.arange(L), S)
     N = S * L
     sku_rate = np.exp(rng.normal(-0.35, 1.1, S))
-    series_rate = sku_rate[sku_of] * store_size[store_of] * np.exp(rng.normal(0, 0.3, N))
+    series_rate = sku_rate[sku_of] * net.store_size[store_of] * np.exp(rng.normal(0, 0.3, N))
     trend_slope = rng.normal(0, 0.12, S)
-    # new SKUs launched near the end of history
-    launch = np.zeros(S, dtype=int)
-    n_new = int(round(new_sku_share * S))
+    launch = np.zeros(S, dtype=int)  # new SKUs are launched near the end of history
+    n_new = int(round(net.new_sku_share * S))
     if n_new:
         new = rng.choice(S, n_new, replace=False)
-        launch[new] = n_days - rng.integers(5, 45, n_new)
-
-    # traffic: store-day noise shared by visitors and demand, so traffic carries signal
-    traffic_noise = np.exp(rng.normal(0, 0.12, (T, L)))
-    weekday_traffic = np.array([0.9, 0.85, 0.9, 0.95, 1.1, 1.3, 1.1])
-    store_reg_idx = np.array([reg_index[r] for r in store_region])
-    mean_lift_store = lift[:, store_reg_idx, :].mean(axis=2)  # (T, L)
-    rain_store = rain[:, store_reg_idx]
-    visitors = (900 * store_size[None, :] * weekday_traffic[dow][:, None] * traffic_noise
-                * np.sqrt(mean_lift_store) * np.exp(-0.04 * np.log1p(rain_store)))
+        launch[new] = np.maximum(n_obs - rng.integers(5, 45, n_new), 0)
 
     # ---- prices and promotions -----------------------------------------------------------------------------
     # regular price: chain-wide step changes per SKU, plus a small regional zone factor
     steps = np.ones((T, S))
     n_changes = rng.poisson(3.0, S)
+    day = np.arange(T)
     for k in range(int(n_changes.max(initial=0))):
         has = n_changes > k
         when = rng.integers(1, T, S)
         factor = np.exp(rng.normal(0, 0.08, S))
-        rows = np.arange(T)[:, None] >= when[None, :]
-        steps *= np.where(rows & has[None, :], factor[None, :], 1.0)
+        steps *= np.where((day[:, None] >= when[None, :]) & has[None, :], factor[None, :], 1.0)
     zone = np.array([1.0, 0.97, 1.03])
-    regular = base_price[None, :] * steps  # (T, S)
-    regular = np.clip(regular, np.maximum(unit_cost * 1.15, np.nan_to_num(map_price, nan=0)), msrp)
-    # promotions: slots of 42 days, a promo in a slot with prob 0.35, applied to all stores or to one region
+    regular = np.clip(base_price[None, :] * steps, np.maximum(unit_cost * 1.15, np.nan_to_num(map_price, nan=0)),
+                      msrp)  # (T, S)
+    # promotions: slots of 42 days, a promo in a slot with prob 0.35, applied to all stores or to one region;
+    # none before the SKU's launch
     slot = 42
     n_slots = T // slot
-    promo_rows = []
-    promo_disc = np.zeros((T, N), dtype=np.float32)
     has_promo = rng.random((n_slots, S)) < 0.35
-    for j in range(n_slots):
-        skus = np.flatnonzero(has_promo[j])
-        if not len(skus):
-            continue
-        start = j * slot + rng.integers(0, slot - 14, len(skus))
-        dur = rng.integers(3, 14, len(skus))
-        disc = rng.choice([10, 15, 20, 25, 30], len(skus))
-        region_only = rng.random(len(skus)) < 0.4
-        region_pick = rng.integers(0, n_reg, len(skus))
-        for k, sk in enumerate(skus):
-            stores = np.flatnonzero(store_reg_idx == region_pick[k]) if region_only[k] else np.arange(L)
-            if sk < S and launch[sk] > start[k]:
-                continue
-            for st in stores:
-                promo_disc[start[k]:start[k] + dur[k], sk * L + st] = disc[k]
-                promo_rows.append((sku_ids[sk], store_ids[st], dates[start[k]], dates[start[k] + dur[k] - 1],
-                                   float(disc[k])))
-    promotions = pd.DataFrame(promo_rows, columns=["sku_id", "location_id", "start_date", "end_date", "discount_pct"])
-    price = regular[:, sku_of] * zone[store_reg_idx[store_of]][None, :] * (1 - promo_disc / 100.0)
-    price = np.round(price, 2)
+    start = np.arange(n_slots)[:, None] * slot + rng.integers(0, slot - 14, (n_slots, S))
+    dur = rng.integers(3, 14, (n_slots, S))
+    disc = rng.choice(np.array([10, 15, 20, 25, 30], dtype=np.uint8), (n_slots, S))
+    region_only = rng.random((n_slots, S)) < 0.4
+    region_pick = rng.integers(0, n_reg, (n_slots, S))
+    has_promo &= launch[None, :] <= start
+    applies = has_promo[:, :, None] & (~region_only[:, :, None]
+                                       | (net.store_reg_idx[None, None, :] == region_pick[:, :, None]))  # (slot,S,L)
+    promo_disc = np.zeros((T, S, L), dtype=np.uint8)
+    if n_slots:
+        t_in = day[: n_slots * slot]
+        j_of = t_in // slot
+        live = (t_in[:, None] >= start[j_of]) & (t_in[:, None] < start[j_of] + dur[j_of])  # (t, S)
+        promo_disc[: n_slots * slot] = np.where(applies[j_of] & live[:, :, None], disc[j_of][:, :, None], 0)
+    promo_disc = promo_disc.reshape(T, N)
+    ps, pl, pj = np.nonzero(applies.transpose(1, 2, 0))  # ordered by sku, store, slot
+    promotions = {
+        "sku_id": _Ids(ps.astype(np.int32), sku_ids), "location_id": _Ids(pl.astype(np.int32), net.location_ids),
+        "start_date": dates.values[start[pj, ps]], "end_date": dates.values[start[pj, ps] + dur[pj, ps] - 1],
+        "discount_pct": disc[pj, ps].astype("float64"),
+    }
+    price = np.round(regular[:, sku_of] * zone[net.store_reg_idx[store_of]][None, :] * (1 - promo_disc / 100.0), 2)
     on_promo = promo_disc > 0
+    del promo_disc, steps
 
     # ---- true demand ---------------------------------------------------------------------------------------
-    gi_of_sku = np.array([grp_index[g] for g in sku_group])
-    weekly_amp = cp[:, 2]
-    weekly_shape = np.array([-0.3, -0.4, -0.25, -0.1, 0.3, 1.0, 0.45])  # Mon..Sun
-    weekly = 1 + weekly_amp[None, :] * weekly_shape[dow][:, None] * 0.6  # (T, S)
+    weekly = 1 + cp[:, 2][None, :] * WEEKLY_SHAPE[dow][:, None] * 0.6  # (T, S)
     yearly = np.exp(cp[:, 3][None, :] * np.cos(2 * np.pi * (doy[:, None] - cp[:, 4][None, :]) / 365.25))
-    years_from_start = np.arange(T) / 365.25
-    trend = np.exp(trend_slope[None, :] * years_from_start[:, None])
+    trend = np.exp(trend_slope[None, :] * (day / 365.25)[:, None])
     sku_day = (weekly * yearly * trend).astype(np.float32)  # (T, S)
-    temp_store = temperature[:, store_reg_idx]  # (T, L)
-    weather_eff = np.exp(cp[sku_of, 5][None, :] * ((temp_store[:, store_of] - 15) / 10)
-                         + cp[sku_of, 6][None, :] * np.log1p(rain_store[:, store_of])).astype(np.float32)
-    event_eff = lift[:, store_reg_idx[store_of], gi_of_sku[sku_of]].astype(np.float32)  # (T, N)
-    price_eff = ((price / base_price[sku_of][None, :]) ** elasticity[sku_of][None, :]).astype(np.float32)
-    promo_eff = np.where(on_promo, promo_lift[sku_of][None, :], 1.0).astype(np.float32)
+    temp_store = ((net.temperature[:, net.store_reg_idx] - 15) / 10).astype(np.float32)  # (T, L)
+    rain_store = np.log1p(net.rain[:, net.store_reg_idx]).astype(np.float32)
+    cpf = cp.astype(np.float32)
+    weather_eff = np.exp(cpf[sku_of, 5][None, :] * temp_store[:, store_of]
+                         + cpf[sku_of, 6][None, :] * rain_store[:, store_of])  # (T, N)
+    gi_series = gi_of_sku[sku_of]
+    event_eff = net.lift.astype(np.float32)[:, net.store_reg_idx[store_of], gi_series]  # (T, N)
     base_rate = (series_rate[None, :].astype(np.float32) * sku_day[:, sku_of] * weather_eff * event_eff
-                 * traffic_noise[:, store_of].astype(np.float32))  # rate at base price, no promo
-    rate = base_rate * price_eff * promo_eff
-    active = np.arange(T)[:, None] >= launch[sku_of][None, :]
-    rate = np.where(active, rate, 0.0).astype(np.float32)
-    base_rate = np.where(active, base_rate, 0.0).astype(np.float32)
+                 * net.traffic_noise.astype(np.float32)[:, store_of])  # rate at base price, no promotion
+    del weather_eff, event_eff
+    price_eff = ((price / base_price[sku_of][None, :]) ** elasticity[sku_of][None, :]).astype(np.float32)
+    rate = base_rate * price_eff
+    del price_eff
+    rate *= np.where(on_promo, promo_lift[sku_of][None, :].astype(np.float32), np.float32(1.0))
+    active = day[:, None] >= launch[None, :]  # (T, S)
+    inactive = ~active[:, sku_of]
+    rate[inactive] = 0.0
+    base_rate[inactive] = 0.0
+    del inactive
     k_disp = 3.0
-    demand = rng.poisson(rate * rng.gamma(k_disp, 1 / k_disp, rate.shape).astype(np.float32)).astype(np.float32)
+    demand = rng.poisson(rate * (rng.standard_gamma(k_disp, rate.shape, dtype=np.float32) / np.float32(k_disp)))
+    demand = demand.astype(np.float32)
 
-    # ---- inventory simulation (loop over observed days, vectorized over series) ----------------------------
-    n_obs = n_days
-    W = n_warehouses
-    lead_store = 2
-    lead_wh = 7
-    review = 7
+    # ---- inventory simulation (loop over observed days, vectorized over the block's series) ----------------
+    SW = S * W
+    lead_store, lead_wh, review = 2, 7, 7
     review_day = store_of % review
     order_bias = np.exp(rng.normal(0, 0.45, N))  # some series systematically over-, some under-ordered
     est = np.maximum(rate[: min(28, n_obs)].mean(axis=0), 0.02)  # store's demand estimate (EWMA of sales)
     cover = review + lead_store + 4
     on_hand = np.round(est * cover * order_bias)
     pipe_store = np.zeros((lead_store + 1, N))
-    wh_of_series = store_wh[store_of]
-    wh_key = sku_of * W + wh_of_series
-    wh_on_hand = np.round(np.bincount(wh_key, weights=est * 30, minlength=S * W))
-    pipe_wh = np.zeros((lead_wh + 1, S * W))
+    wh_key = sku_of * W + net.store_wh[store_of]
+    wh_on_hand = np.round(np.bincount(wh_key, weights=est * 30, minlength=SW))
+    pipe_wh = np.zeros((lead_wh + 1, SW))
     sales_units = np.zeros((n_obs, N), dtype=np.float32)
     oh_hist = np.zeros((n_obs, N), dtype=np.float32)
     it_hist = np.zeros((n_obs, N), dtype=np.float32)
-    wh_oh_hist = np.zeros((n_obs, S * W), dtype=np.float32)
-    wh_it_hist = np.zeros((n_obs, S * W), dtype=np.float32)
+    wh_oh_hist = np.zeros((n_obs, SW), dtype=np.float32)
+    wh_it_hist = np.zeros((n_obs, SW), dtype=np.float32)
     disrupt = rng.random(N) < 0.05  # a few series lose supply in the final weeks
     # a misallocated delivery near the end leaves some stores with far more than they can sell soon
     overload = (rng.random(N) < 0.10) & ~disrupt
+    overload_extra = rng.uniform(30, 60, N)
     overload_day = max(n_obs - 12, 0)
+    active_series = active[:, sku_of]
     for t in range(n_obs):
         on_hand += pipe_store[0]
-        pipe_store = np.roll(pipe_store, -1, axis=0)
+        pipe_store[:-1] = pipe_store[1:]
         pipe_store[-1] = 0
         wh_on_hand += pipe_wh[0]
-        pipe_wh = np.roll(pipe_wh, -1, axis=0)
+        pipe_wh[:-1] = pipe_wh[1:]
         pipe_wh[-1] = 0
         sold = np.minimum(demand[t], on_hand)
         on_hand -= sold
         sales_units[t] = sold
         est = 0.9 * est + 0.1 * np.maximum(sold, rate[t] * (sold < demand[t]))  # stock-aware estimate
-        is_active = active[t]
+        is_active = active_series[t]
+        in_pipe = pipe_store.sum(axis=0)
         order = np.where((review_day == t % review) & is_active,
-                         np.maximum(np.round(est * cover * order_bias) - on_hand - pipe_store.sum(axis=0), 0), 0)
+                         np.maximum(np.round(est * cover * order_bias) - on_hand - in_pipe, 0), 0)
         if t > n_obs - 21:
             order = np.where(disrupt, 0, order)
         if t == overload_day:
-            extra = np.where(overload & is_active, np.round(est * rng.uniform(30, 60, N)), 0)
-            extra = np.minimum(extra, np.floor(wh_on_hand[wh_key] / max(L, 1)))
-            wh_on_hand -= np.bincount(wh_key, weights=extra, minlength=S * W)
+            extra = np.where(overload & is_active, np.round(est * overload_extra), 0)
+            extra = np.minimum(extra, np.floor(wh_on_hand[wh_key] / L))
+            wh_on_hand -= np.bincount(wh_key, weights=extra, minlength=SW)
             pipe_store[lead_store - 1] += extra
-        requested = np.bincount(wh_key, weights=order, minlength=S * W)
+        requested = np.bincount(wh_key, weights=order, minlength=SW)
         ratio = np.where(requested > 0, np.minimum(1.0, wh_on_hand / np.maximum(requested, 1e-9)), 0.0)
         shipped = np.floor(order * ratio[wh_key])
-        wh_on_hand -= np.bincount(wh_key, weights=shipped, minlength=S * W)
+        wh_on_hand -= np.bincount(wh_key, weights=shipped, minlength=SW)
         pipe_store[lead_store - 1] += shipped
         if t % review == 0:
-            wh_need = np.bincount(wh_key, weights=est, minlength=S * W) * (lead_wh + 2 * review + 7)
+            wh_need = np.bincount(wh_key, weights=est, minlength=SW) * (lead_wh + 2 * review + 7)
             pipe_wh[lead_wh - 1] += np.maximum(np.round(wh_need - wh_on_hand - pipe_wh.sum(axis=0)), 0)
         oh_hist[t] = on_hand
         it_hist[t] = pipe_store.sum(axis=0)
         wh_oh_hist[t] = wh_on_hand
         wh_it_hist[t] = pipe_wh.sum(axis=0)
 
-    # ---- observed tables -----------------------------------------------------------------------------------
-    obs_active = active[:n_obs]
-    t_idx, n_idx = np.nonzero(obs_active)
-    sku_store_sku = sku_ids[sku_of]
-    sku_store_loc = store_ids[store_of]
-    sales = pd.DataFrame({
-        "date": obs_dates.values[t_idx],
-        "sku_id": sku_store_sku[n_idx],
-        "location_id": sku_store_loc[n_idx],
-        "units": sales_units[t_idx, n_idx].astype("float64"),
-        "price": price[t_idx, n_idx].astype("float64"),
-        "on_promotion": on_promo[t_idx, n_idx],
-    })
-    inv_store = pd.DataFrame({
-        "date": obs_dates.values[t_idx], "sku_id": sku_store_sku[n_idx], "location_id": sku_store_loc[n_idx],
-        "on_hand": oh_hist[t_idx, n_idx].astype("float64"), "in_transit": it_hist[t_idx, n_idx].astype("float64"),
-    })
-    sku_wh = np.repeat(np.arange(S), W)
-    wh_col = np.tile(np.arange(W), S)
-    wh_active = (np.arange(n_obs)[:, None] >= launch[sku_wh][None, :])
-    tw, kw = np.nonzero(wh_active)
-    inv_wh = pd.DataFrame({
-        "date": obs_dates.values[tw], "sku_id": sku_ids[sku_wh[kw]], "location_id": wh_ids[wh_col[kw]],
-        "on_hand": wh_oh_hist[tw, kw].astype("float64"), "in_transit": wh_it_hist[tw, kw].astype("float64"),
-    })
-    inventory = pd.concat([inv_store, inv_wh], ignore_index=True)
-    traffic = pd.DataFrame({
-        "date": np.repeat(obs_dates.values, L), "location_id": np.tile(store_ids, n_obs),
-        "visitors": np.round(visitors[:n_obs].ravel()),
-    })
+    # ---- rows, ordered by sku_id, date, location_id --------------------------------------------------------
+    def series_rows(n_days: int, n_loc: int) -> tuple[np.ndarray | None, _Ids, np.ndarray, _Ids]:
+        keep = None if active[:n_days].all() else np.repeat(active[:n_days].T.ravel(), n_loc)
+        sku = _Ids(np.repeat(np.arange(S, dtype=np.int32), n_days * n_loc), sku_ids).take(keep)
+        date = np.tile(np.repeat(dates.values[:n_days], n_loc), S)
+        loc = _Ids(np.tile(np.arange(n_loc, dtype=np.int32), S * n_days), net.location_ids).take(keep)
+        return keep, sku, (date if keep is None else date[keep]), loc
 
-    tables = {
-        "catalog": catalog, "locations": locations, "sales": sales, "inventory": inventory,
-        "promotions": promotions, "events": events, "weather": weather, "traffic": traffic, "lanes": lanes,
+    def col(a: np.ndarray, keep: np.ndarray | None, n_loc: int = L, dtype: str = "float64") -> np.ndarray:
+        flat = _to_sku_date_loc(a, S, n_loc)
+        return (flat if keep is None else flat[keep]).astype(dtype, copy=False)
+
+    keep, sku, date, loc = series_rows(n_obs, L)
+    sales = {"date": date, "sku_id": sku, "location_id": loc, "units": col(sales_units, keep),
+             "price": col(price[:n_obs], keep), "on_promotion": col(on_promo[:n_obs], keep, dtype="bool")}
+    keep_i, sku_i, date_i, loc_i = series_rows(n_obs, L + W)
+    # stores then warehouses per (sku, day): location codes 0..L-1 are stores, L..L+W-1 warehouses
+    both = lambda st, wh: np.concatenate([st.reshape(n_obs, S, L), wh.reshape(n_obs, S, W)], axis=2).reshape(
+        n_obs, -1)
+    inventory = {"date": date_i, "sku_id": sku_i, "location_id": loc_i,
+                 "on_hand": col(both(oh_hist, wh_oh_hist), keep_i, L + W),
+                 "in_transit": col(both(it_hist, wh_it_hist), keep_i, L + W)}
+    keep_t, sku_t, date_t, loc_t = series_rows(T, L)
+    truth_demand = {
+        "date": date_t, "sku_id": sku_t, "location_id": loc_t,
+        "demand": col(demand, keep_t),  # realized demand before censoring
+        "expected_demand": col(rate, keep_t),  # mean demand at the price charged that day
+        "base_rate": col(base_rate, keep_t),  # mean demand at base price without promotion
+        "price": col(price, keep_t), "on_promotion": col(on_promo, keep_t, dtype="bool"),
     }
+    catalog = {"sku_id": _Ids(np.arange(S, dtype=np.int32), sku_ids), "sku_group": sku_group,
+               "category": category, "description": description, "unit_cost": unit_cost, "base_price": base_price,
+               "msrp": msrp, "map_price": map_price, "case_pack": case_pack}
+    truth_sku = {"sku_id": _Ids(np.arange(S, dtype=np.int32), sku_ids), "sku_group": sku_group,
+                 "category": category, "elasticity": elasticity, "promo_lift": promo_lift,
+                 "launch_date": dates.values[launch], "temperature_coef_per_10c": cp[:, 5],
+                 "rain_coef_per_log1p_mm": cp[:, 6], "weekend_amplitude": cp[:, 2]}
+    return {"catalog": catalog, "promotions": promotions, "sales": sales, "inventory": inventory,
+            "truth/demand": truth_demand, "truth/sku": truth_sku}
 
-    # ---- truth ---------------------------------------------------------------------------------------------
-    ta, na = np.nonzero(active)
-    truth_demand = pd.DataFrame({
-        "date": dates.values[ta], "sku_id": sku_store_sku[na], "location_id": sku_store_loc[na],
-        "demand": demand[ta, na].astype("float64"),  # realized demand before censoring
-        "expected_demand": rate[ta, na].astype("float64"),  # mean demand at the price charged that day
-        "base_rate": base_rate[ta, na].astype("float64"),  # mean demand at base price without promotion
-        "price": price[ta, na].astype("float64"),
-        "on_promotion": on_promo[ta, na],
-    })
-    truth_sku = pd.DataFrame({
-        "sku_id": sku_ids, "sku_group": sku_group, "category": category, "elasticity": elasticity,
-        "promo_lift": promo_lift, "launch_date": dates.values[launch],
-        "temperature_coef_per_10c": cp[:, 5], "rain_coef_per_log1p_mm": cp[:, 6], "weekend_amplitude": cp[:, 2],
-    })
-    event_effects = pd.DataFrame([(e, g, EVENT_LIFTS[e].get(g, 1.0)) for e in EVENT_LIFTS for g in group_names],
-                                 columns=["event_type", "sku_group", "lift"])
-    truth = {"demand": truth_demand, "sku": truth_sku, "event_effects": event_effects,
-             "weekday_shape": pd.DataFrame({"dayofweek": np.arange(7), "shape": weekly_shape})}
+
+def _blocks(net: _Network) -> Iterator[dict[str, dict[str, np.ndarray | _Ids]]]:
+    for b in range(net.n_blocks):
+        yield _block(net, b)
+
+
+def _frame(parts: list[dict[str, np.ndarray | _Ids]]) -> pd.DataFrame:
+    cols = {}
+    for name in parts[0]:
+        arrays = [p[name].to_numpy() if isinstance(p[name], _Ids) else p[name] for p in parts]
+        cols[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return pd.DataFrame(cols)
+
+
+def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
+                  seed: int = 7, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
+                  new_sku_share: float = 0.04, block_skus: int = BLOCK_SKUS) -> DemoData:
+    """Generate a demo data set in memory: `n_days` observed days ending `end_date`, calendars and truth
+    `horizon_days` on. For large sets use `write_demo_streaming` (same data, bounded memory)."""
+    net = _network(n_skus, n_stores, n_warehouses, n_days, seed, end_date, horizon_days, new_sku_share, block_skus)
+    parts: dict[str, list] = {t: [] for t in BLOCK_TABLES}
+    for blk in _blocks(net):
+        for t in BLOCK_TABLES:
+            parts[t].append(blk[t])
+    frames = {t: _frame(p) for t, p in parts.items()}
+    tables = {"catalog": frames["catalog"], "locations": net.tables["locations"], "sales": frames["sales"],
+              "inventory": frames["inventory"], "promotions": frames["promotions"], "events": net.tables["events"],
+              "weather": net.tables["weather"], "traffic": net.tables["traffic"], "lanes": net.tables["lanes"]}
+    truth = {"demand": frames["truth/demand"], "sku": frames["truth/sku"], **net.truth}
     return DemoData(tables=tables, truth=truth)
+
+
+# ---- Parquet --------------------------------------------------------------------------------------------------
+_ID_COLUMNS = {"sku_id", "location_id", "from_location", "to_location", "sku_group", "category", "kind", "region",
+               "event_type"}  # low-cardinality strings, written as dictionary columns
+_NO_DICTIONARY = {"expected_demand", "base_rate", "description", "visitors", "temperature_c", "elasticity",
+                  "promo_lift"}  # near-unique values: dictionary pages would only be built and thrown away
+
+
+def _arrow_table(cols: dict[str, np.ndarray | _Ids]):
+    import pyarrow as pa
+
+    arrays, names = [], []
+    for name, v in cols.items():
+        if isinstance(v, _Ids):
+            arr = pa.DictionaryArray.from_arrays(pa.array(v.codes, pa.int32()), pa.array(v.labels, pa.string()))
+        elif name in _ID_COLUMNS:
+            arr = pa.array(v, pa.string()).dictionary_encode()
+        elif np.issubdtype(np.asarray(v).dtype, np.datetime64):
+            arr = pa.array(np.asarray(v).astype("datetime64[ns]"), pa.timestamp("ns"))
+        else:
+            arr = pa.array(v)
+        arrays.append(arr)
+        names.append(name)
+    return pa.table(arrays, names=names)
+
+
+class _ParquetSink:
+    """One Parquet file written in row groups to `<target>.tmp`, renamed onto `target` by `commit`."""
+
+    def __init__(self, target: str):
+        self.target, self.tmp, self.writer, self.rows = target, target + ".tmp", None, 0
+
+    def write(self, cols: dict[str, np.ndarray | _Ids]) -> None:
+        import pyarrow.parquet as pq
+
+        table = _arrow_table(cols)
+        if self.writer is None:
+            os.makedirs(os.path.dirname(self.target) or ".", exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="snappy",
+                                           use_dictionary=[c for c in table.column_names if c not in _NO_DICTIONARY])
+        self.writer.write_table(table, row_group_size=1 << 20)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.target)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def write_demo_streaming(out: str, n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
+                         seed: int = 7, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
+                         new_sku_share: float = 0.04, block_skus: int = BLOCK_SKUS) -> dict[str, int]:
+    """Write the demo data set that `generate_demo` returns for the same arguments, one SKU block at a time, as
+    `<out>/<table>.parquet` and `<out>/truth/<name>.parquet` (the layout of `write_demo`, read by `load_tables`).
+
+    Memory holds one block's rows at a time. Rows are sorted by sku_id then date (then location_id), at least one
+    row group per block, so a reader can skip row groups by their sku_id statistics. Ids are dictionary columns,
+    dates timestamp[ns], prices float64. Every file is written to `<file>.tmp` and renamed into place once all
+    blocks are written, so a failure leaves the previous files. Returns rows written per table ("truth/demand"...).
+    """
+    if str(out).startswith("s3://"):
+        raise ValueError(f"write_demo_streaming writes to a local folder, not {out}: write locally, then upload")
+    net = _network(n_skus, n_stores, n_warehouses, n_days, seed, end_date, horizon_days, new_sku_share, block_skus)
+    small = {**net.tables, **{f"truth/{k}": v for k, v in net.truth.items()}}
+    sinks = {t: _ParquetSink(os.path.join(out, *t.split("/")) + ".parquet") for t in (*BLOCK_TABLES, *small)}
+    try:
+        for t, frame in small.items():
+            sinks[t].write({c: frame[c].to_numpy() for c in frame.columns})
+        for blk in _blocks(net):
+            for t in BLOCK_TABLES:
+                sinks[t].write(blk[t])
+            del blk  # release the block's rows before generating the next one
+        for s in sinks.values():
+            s.close()
+    except BaseException:
+        for s in sinks.values():
+            s.discard()
+        raise
+    for s in sinks.values():
+        s.commit()
+    return {t: s.rows for t, s in sinks.items()}
 
 
 def write_demo(data: DemoData, out: str) -> list[str]:

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..core.contracts import validate_tables
-from ..core.demo import generate_demo, write_demo
+from ..core.demo import write_demo_streaming
 from ..core.loading import find_table_files, load_tables
 
 _CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
@@ -32,9 +32,8 @@ def ensure_demo_data(path: str, n_skus: int = 200, n_stores: int = 6, n_warehous
     stamp_file = os.path.join(path, "DEMO_PARAMS")
     if os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp:
         return path
-    data = generate_demo(n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days, seed=seed,
-                         end_date=end_date)
-    write_demo(data, path)
+    write_demo_streaming(path, n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days,
+                         seed=seed, end_date=end_date)
     tmp = stamp_file + ".tmp"
     with open(tmp, "w") as fh:
         fh.write(stamp + "\n")
