@@ -42,10 +42,11 @@ def main() -> int:
     import dagster as dg
 
     from retail_dagster.cli import latest_plannable_date, run_pipeline
-    from retail_dagster.definitions import defs
+
+    from retail_dagster.resources.data_source import ensure_demo_data
 
     t0 = time.perf_counter()
-    defs.resources["data_source"].load()
+    ensure_demo_data(data, args.skus, args.stores, args.warehouses, args.days, args.seed)
     gen_seconds = time.perf_counter() - t0
     print(f"data: {args.skus} SKUs x {args.stores} stores + {args.warehouses} warehouses, {args.days} days "
           f"(generate/validate/load {gen_seconds:.1f}s) in {work}")

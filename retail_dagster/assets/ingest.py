@@ -52,7 +52,7 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     """
     date, group = split_partition(context)
     tables = data_source.load(sku_group=group)
-    inputs = planning_inputs(tables, date, group)
+    inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)
     for name, (attr, _) in INGEST_OUTPUTS.items():

@@ -54,10 +54,18 @@ def first_plannable_date(sales: pd.DataFrame, min_history_days: int = 56) -> pd.
 
 
 def planning_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None = None,
-                    horizon_days: int = HORIZON_DAYS) -> PlanningInputs:
-    """Slice validated tables to what was known at the start of `date` for one SKU group (None = all)."""
+                    horizon_days: int = HORIZON_DAYS, history_days: int | None = None) -> PlanningInputs:
+    """Slice validated tables to what was known at the start of `date` for one SKU group (None = all).
+
+    `history_days` keeps only that many days of facts (sales, inventory, traffic) and calendars before D: what the
+    agents look back at, without carrying years of rows through every asset.
+    """
     d = pd.Timestamp(date).normalize()
     end = d + pd.Timedelta(days=horizon_days)
+    if history_days is not None:
+        first = d - pd.Timedelta(days=history_days)
+        tables = {**tables, **{t: tables[t][tables[t]["date"] >= first]
+                               for t in ("sales", "inventory", "traffic", "weather", "events") if t in tables}}
     catalog = tables["catalog"]
     if sku_group is not None:
         catalog = catalog[catalog["sku_group"] == sku_group]

@@ -98,7 +98,8 @@ def run_backtest(tables: dict, horizon: int = 14, cutoffs: int = 3, step_days: i
                  groups: list[str] | None = None, baselines: list[str] | tuple[str, ...] = BASELINES,
                  cache_dir: str | None = None, return_frames: bool = False) -> dict:
     """Rolling-origin evaluation: for each cutoff D, the engine (as it would run on D, models from the anchor
-    before D) and the baselines forecast D..D+horizon-1; all are scored on the same rows against observed sales.
+    before D) and the baselines forecast D..D+horizon-1; all are scored on the same rows against observed sales:
+    the series with 28+ days of history (the baselines need it; new series are in `engine_all_series`).
 
     The engine's daily WAPE is scored on its p50 (the median: the point forecast that minimizes absolute error),
     its 14-day WAPE and bias on its mean (sums of means estimate totals); `wape_daily_mean` scores the mean daily.

@@ -335,6 +335,15 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
 
 # ---- quantiles: negative binomial around the mean, dispersion fitted on a holdout -------------------------------
 
+def _nb_grid(mu, phi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Snap (mu, phi) to a 0.25% log grid and keep the unique pairs: scipy's NB functions are slow per row, and
+    a group has few distinct (mean, dispersion) pairs on that grid. Returns grid mu, grid phi, row -> pair."""
+    lm = np.round(np.log(np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)) * 400).astype(np.int64)
+    lp = np.round(np.log(np.clip(np.asarray(phi, dtype=np.float64), 1e-4, 1e4)) * 400).astype(np.int64)
+    keys, inv = np.unique((lm + 2 ** 20) * 2 ** 20 + (lp + 2 ** 19), return_inverse=True)
+    return np.exp((keys // 2 ** 20 - 2 ** 20) / 400), np.exp((keys % 2 ** 20 - 2 ** 19) / 400), inv.ravel()
+
+
 def nb_quantiles(mu: np.ndarray, phi: np.ndarray, qs) -> np.ndarray:
     """Mid-quantiles of NB(mean mu, var mu + phi mu^2), mass of k spread over [k-.5, k+.5]: (len(mu), len(qs)).
 
@@ -343,25 +352,29 @@ def nb_quantiles(mu: np.ndarray, phi: np.ndarray, qs) -> np.ndarray:
     """
     from scipy import stats
 
-    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
-    n = 1.0 / np.maximum(np.asarray(phi, dtype=np.float64), 1e-4)
-    p = n / (n + mu)
-    out = np.empty((len(mu), len(qs)))
+    if len(np.atleast_1d(mu)) == 0:
+        return np.zeros((0, len(qs)))
+    gm, gp, inv = _nb_grid(mu, phi)
+    n = 1.0 / gp
+    p = n / (n + gm)
+    out = np.empty((len(gm), len(qs)))
     for j, q in enumerate(qs):
         k = stats.nbinom.ppf(q, n, p)
         below = np.where(k > 0, stats.nbinom.cdf(k - 1, n, p), 0.0)
         mass = np.maximum(stats.nbinom.pmf(k, n, p), 1e-12)
         out[:, j] = np.clip(k - 0.5 + (q - below) / mass, np.maximum(k - 0.5, 0), k + 0.5)
-    return np.maximum(out, 0.0)
+    return np.maximum(out, 0.0)[inv]
 
 
 def nb_median(mu: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Median of NB(mean mu, var mu + phi mu^2)."""
+    """Median of NB(mean mu, var mu + phi mu^2) (on the same grid as nb_quantiles)."""
     from scipy import stats
 
-    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
-    n = 1.0 / np.maximum(np.asarray(phi, dtype=np.float64), 1e-4)
-    return stats.nbinom.ppf(0.5, n, n / (n + mu))
+    if len(np.atleast_1d(mu)) == 0:
+        return np.zeros(0)
+    gm, gp, inv = _nb_grid(mu, phi)
+    n = 1.0 / gp
+    return stats.nbinom.ppf(0.5, n, n / (n + gm))[inv]
 
 
 @dataclass
@@ -436,6 +449,7 @@ def _intermittent(y_feat: np.ndarray, first_t: np.ndarray, days: int = 56) -> np
 # ---- the model ---------------------------------------------------------------------------------------------------
 
 LAGS = [1, 2, 3, 7, 14, 21, 28]
+SF_HISTORY_DAYS = 182  # history the statsforecast models are fitted on
 LOOKBACK_DAYS = 70  # history the lag features need at prediction time (max lag 28 + 28-day windows, with slack)
 
 
@@ -589,7 +603,7 @@ class DemandForecaster:
         if which is not None:
             names = [n for n in names if n in which]
         if names:
-            sf_hist, _ = p.long("hist", keep_last=182)
+            sf_hist, _ = p.long("hist", keep_last=SF_HISTORY_DAYS)
             pred = _statsforecast(sf_hist[["unique_id", "ds", "y"]], h, names)
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
             for n in names:
@@ -601,12 +615,14 @@ class DemandForecaster:
     def predict(self, inputs: ForecastInputs) -> pd.DataFrame:
         """Forecast frame (OUTPUT_COLUMNS) for every active store series of `inputs` over D..D+h-1."""
         st = self.settings
-        t0 = time.perf_counter()
         D, h = inputs.date, st.horizon_days
         act = active_series(inputs, st.active_days)
         act = act.merge(inputs.catalog[["sku_id", "category"]], on="sku_id", how="inner")
         act = act.reset_index(drop=True)
-        panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=max(LOOKBACK_DAYS, 182) + 1), h, self.meta)
+        # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
+        uses_sf = self.fcst is None or self.intermittent_model != st.model_name
+        lookback = max(LOOKBACK_DAYS, SF_HISTORY_DAYS) if uses_sf else LOOKBACK_DAYS
+        panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta)
         hist_days = panel.n_hist - panel.first_t
         est = hist_days >= st.min_history_days
         inter = _intermittent(panel.y_feat, panel.first_t) & est
@@ -615,13 +631,15 @@ class DemandForecaster:
         model = np.full(N, NEW_SERIES_MODEL, dtype=object)
         main = st.model_name if self.fcst is not None else FALLBACK_MODEL
         use_inter = inter & (self.intermittent_model != main)
-        needed = [main] + ([self.intermittent_model] if use_inter.any() else [])
-        means = self._predict_means(panel, est, which=needed)
+        means = self._predict_means(panel, est & ~use_inter, which=[main])
         if main in means:
             m = est & ~use_inter
             mu[m], model[m] = means[main][m], main
-        if use_inter.any() and self.intermittent_model in means:
-            mu[use_inter], model[use_inter] = means[self.intermittent_model][use_inter], self.intermittent_model
+        if use_inter.any():
+            means = self._predict_means(panel, use_inter, which=[self.intermittent_model])
+            if self.intermittent_model in means:
+                mu[use_inter] = means[self.intermittent_model][use_inter]
+                model[use_inter] = self.intermittent_model
         todo = np.isnan(mu).any(axis=1)
         if todo.any():
             mu[todo] = _profile_forecast(panel, est & ~todo, todo)[todo]
@@ -651,7 +669,6 @@ class DemandForecaster:
         for j, qq in enumerate(qs):
             out[f"p{int(round(qq * 100)):02d}"] = q[:, j]
         out["model"] = np.repeat(model, h)
-        self.last_predict_seconds = time.perf_counter() - t0
         cols = [c for c in out.columns if c not in ("model",)] + ["model"]
         return out[cols].astype({"sku_id": object, "location_id": object, "model": object})
 

@@ -18,6 +18,7 @@ from ..core.contracts import validate_tables
 from ..core.demo import write_demo_streaming
 from ..core.loading import find_table_files, load_tables
 
+HISTORY_DAYS = 460
 _CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
 _LOCK = threading.Lock()
 
@@ -53,6 +54,11 @@ class DataSourceResource(dg.ConfigurableResource):
     demo_days: int = Field(default=730, description="demo: days of history")
     demo_seed: int = Field(default=7, description="demo: random seed")
     demo_end_date: Optional[str] = Field(default=None, description="demo: last observed day (default fixed)")
+    history_days: int = Field(
+        default=HISTORY_DAYS,
+        description="days of sales/inventory/traffic history handed to the agents: the forecast model's training "
+                    "window (364 d + 14 d holdout + 70 d of lags) plus a week, so any day of a retraining week "
+                    "trains the same model")
 
     def _key(self) -> tuple:
         stamp = ()

@@ -1,0 +1,105 @@
+"""Benchmark of the demand forecast engine on generated demo data: backtest accuracy vs statsforecast baselines,
+full retrain and cached-predict time for every SKU group, peak RSS. Last line: one JSON object.
+
+    python benchmarks/forecast_bench.py --skus 1000 --stores 10 --days 730 --cutoffs 1 --baseline-sample 1000
+    python benchmarks/forecast_bench.py --skus 10000 --stores 10 --cutoffs 0      # timing and memory only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+
+import pandas as pd
+
+from retail_dagster.core.backtest import format_backtest, run_backtest
+from retail_dagster.core.contracts import validate_tables
+from retail_dagster.core.demo import generate_demo
+from retail_dagster.core.forecasting import ForecastSettings, forecast_for_date
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skus", type=int, default=200)
+    ap.add_argument("--stores", type=int, default=6)
+    ap.add_argument("--days", type=int, default=730)
+    ap.add_argument("--cutoffs", type=int, default=1, help="backtest cutoffs (0: timing and memory only)")
+    ap.add_argument("--baseline-sample", type=int, default=1000,
+                    help="series the baselines (AutoETS is slow) and all scores use; 0 = all")
+    ap.add_argument("--threads", type=int, default=1, help="LightGBM threads")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    data = generate_demo(n_skus=args.skus, n_stores=args.stores, n_warehouses=max(1, args.stores // 5),
+                         n_days=args.days, seed=args.seed)
+    tables = validate_tables(data.tables)
+    del data
+    gen_seconds = time.perf_counter() - t0
+    settings = ForecastSettings(num_threads=args.threads)
+    groups = sorted(tables["catalog"]["sku_group"].unique())
+    print(f"data: {args.skus} SKUs x {args.stores} stores x {args.days} days, {len(tables['sales']):,} sales rows "
+          f"({gen_seconds:.0f} s to generate and validate)")
+
+    result: dict = {"skus": args.skus, "stores": args.stores, "days": args.days, "cutoffs": args.cutoffs,
+                    "threads": args.threads}
+    cache = tempfile.mkdtemp(prefix="forecast_bench_")
+    try:
+        if args.cutoffs > 0:
+            bt = run_backtest(tables, horizon=14, cutoffs=args.cutoffs, baseline_sample=args.baseline_sample or None,
+                              settings=settings)
+            print(format_backtest(bt))
+            best = min(bt["baselines"].items(), key=lambda kv: kv[1]["wape_daily"])
+            best14 = min(v["wape_14d"] for v in bt["baselines"].values())
+            ets = bt["baselines"].get("AutoETS", {})
+            result.update(
+                wape_daily=bt["engine"]["wape_daily"], wape_14d=bt["engine"]["wape_14d"],
+                wape_daily_mean=bt["engine"].get("wape_daily_mean"),
+                best_baseline=best[0], best_baseline_wape_daily=best[1]["wape_daily"],
+                best_baseline_wape_14d=best14, coverage_p10_p90=bt["engine"]["coverage_p10_p90"],
+                bias=bt["engine"]["bias"], series_scored=bt["series_scored"],
+                baselines={k: {m: v[m] for m in ("wape_daily", "wape_14d", "coverage_p10_p90", "seconds")}
+                           for k, v in bt["baselines"].items()},
+                autoets_series_per_second=(round(bt["series_scored"] * args.cutoffs / ets["seconds"], 1)
+                                           if ets.get("seconds") else None),
+            )
+        # production timing on the day after the data: full retrain of every group, then predict from the cache
+        D = tables["sales"]["date"].max() + pd.Timedelta(days=1)
+        train_s = predict_s = 0.0
+        series = 0
+        for g in groups:
+            t1 = time.perf_counter()
+            _, info = forecast_for_date(tables, D, g, settings, cache)
+            train_s += info["load_or_train_seconds"]
+            t2 = time.perf_counter()
+            fc, info = forecast_for_date(tables, D, g, settings, cache)
+            assert not info["trained_now"]
+            predict_s += time.perf_counter() - t2
+            series += info["series"]
+            print(f"  {g:<12} series {info['series']:>7,}  train {t2 - t1:7.1f} s  predict (cached) "
+                  f"{time.perf_counter() - t2:6.1f} s  mix {info['model_mix']}")
+        result.update(series=series, train_seconds=round(train_s, 1), predict_seconds=round(predict_s, 1),
+                      engine_series_per_second=round(series / max(train_s + predict_s, 1e-9), 1),
+                      engine_predict_series_per_second=round(series / max(predict_s, 1e-9), 1))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    result["peak_rss_gb"] = round(peak_rss_gb(), 2)
+    result["series_per_second"] = {"engine_train_and_predict": result.get("engine_series_per_second"),
+                                   "engine_predict_cached": result.get("engine_predict_series_per_second"),
+                                   "AutoETS": result.get("autoets_series_per_second")}
+    print(f"series {result['series']:,}: full retrain {result['train_seconds']} s, predict with cached models "
+          f"{result['predict_seconds']} s, peak RSS {result['peak_rss_gb']} GB")
+    print(json.dumps(result, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()
