@@ -100,9 +100,24 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
             checks[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = (
                 "passed" if ev.passed else f"FAILED ({ev.severity.value.lower()})")
         summary["groups"][group] = {"success": result.success, "run_id": result.run_id, "rows": rows,
-                                    "checks": checks, "paths": paths, "seconds": round(time.perf_counter() - t0, 2)}
+                                    "checks": checks, "paths": paths, "seconds": round(time.perf_counter() - t0, 2),
+                                    "step_seconds": step_seconds(instance, result.run_id)}
         summary["success"] &= result.success
     return summary
+
+
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds each step of a run took, from its event log."""
+    starts, out = {}, {}
+    for rec in instance.all_logs(run_id):
+        ev = rec.dagster_event
+        if ev is None or ev.step_key is None:
+            continue
+        if ev.event_type_value == "STEP_START":
+            starts[ev.step_key] = rec.timestamp
+        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in starts:
+            out[ev.step_key] = round(rec.timestamp - starts[ev.step_key], 3)
+    return out
 
 
 def print_summary(summary: dict) -> None:
