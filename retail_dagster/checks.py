@@ -31,10 +31,10 @@ DEMAND_CHECKS = [
           "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
     _spec(FORECAST_SPIKES, "demand_forecast", False,
           "Warns when p50 is far above anything seen in history with no promotion or "
-                                  "event to explain it."),
+          "event to explain it."),
     _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
           "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
-                                  "holdout."),
+          "holdout."),
 ]
 
 
@@ -116,7 +116,7 @@ TRANSFER_RULES = {
 TRANSFER_CHECKS = [
     _spec(TRANSFER_CONSERVATION, "transfer_plan", True,
           "Per SKU and sender, units out <= available surplus; no sender below its "
-                                  "protection stock or its on-hand."),
+          "protection stock or its on-hand."),
     _spec(TRANSFER_UNITS, "transfer_plan", True,
           "Units are positive integers, whole case packs, at least the minimum transfer."),
     _spec(TRANSFER_LANES, "transfer_plan", True,
@@ -148,7 +148,7 @@ PRICE_AT_BOUND = "price_changes_at_max_bound"
 PRICE_CHECKS = [
     _spec(PRICE_GUARDRAILS, "price_recommendations", True,
           "Every recommended price is inside all hard guardrails (max change, margin floor, "
-                                  "MSRP, MAP, endings, min days between changes, promotion lock)."),
+          "MSRP, MAP, endings, min days between changes, promotion lock)."),
     _spec(PRICE_COMPLETE, "price_recommendations", True,
           "Every forecast SKU-location has exactly one recommended price."),
     _spec(PRICE_POSITIVE, "price_recommendations", True,
