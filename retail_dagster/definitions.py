@@ -35,7 +35,7 @@ def build_resources() -> dict:
             demo_seed=size.seed, demo_end_date=size.end_date),
         "io_manager": ParquetIOManager(base_path=settings.out_path()),
         "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path(), bedrock=bedrock),
-        "pricing_agent": PricingAgent(bedrock=bedrock),
+        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=settings.model_cache_path()),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 

@@ -1,6 +1,9 @@
 """Dynamic-pricing agent: elasticity-based price optimisation inside the guardrails and, when switched on, an
 LLM that chooses among the guardrail-compliant candidates; whatever it chooses passes the guardrails again."""
 
+import hashlib
+import os
+import tempfile
 from typing import Optional
 
 import dagster as dg
@@ -10,6 +13,8 @@ from pydantic import Field
 
 from ..core.asof import PlanningInputs
 from ..core.costs import empty_usage
+from ..core.elasticity import estimate_elasticities
+from ..core.forecasting import anchor_date
 from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations
 from ..core.pricing import PricingSettings, price_candidates, recommend_prices
 from ..resources.bedrock import BedrockResource
@@ -20,6 +25,10 @@ class PricingAgent(dg.ConfigurableResource):
     """Recommended price per SKU-location that maximises expected 14-day gross profit within hard guardrails."""
 
     bedrock: Optional[BedrockResource] = Field(default=None, description="LLM client; engine switch per agent")
+    cache_dir: Optional[str] = Field(default=None, description="where weekly elasticity estimates are cached "
+                                                               "(None = estimate in every run)")
+    reestimate_every_days: int = Field(default=7, description="elasticities are estimated on a fixed weekly grid "
+                                                              "from data before the grid date")
     max_daily_change_pct: float = Field(default=10.0, description="largest move from the current price, percent")
     margin_floor_pct: float = Field(default=15.0, description="price >= unit cost x (1 + pct/100)")
     price_endings: list[float] = Field(default=[0.99, 0.49], description="allowed cents endings ([] = any cent)")
@@ -44,14 +53,39 @@ class PricingAgent(dg.ConfigurableResource):
         return PricingSettings(guardrails=self.guardrails(), revenue_weight=self.revenue_weight,
                                target_cover_days=self.target_cover_days)
 
-    def recommend(self, inputs: PlanningInputs, forecast: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def elasticities(self, inputs: PlanningInputs, source_identity: str = "") -> pd.DataFrame:
+        """Own-price elasticities per SKU, estimated from data before the week's grid date (so every day of a week,
+        and a backfill of it, uses the same estimate), with stock-out days left out; cached per group and week."""
+        anchor = anchor_date(inputs.date, self.reestimate_every_days)
+        path = None
+        if self.cache_dir:
+            key = hashlib.sha1(f"{source_identity}|{self.settings().elasticity}".encode()).hexdigest()[:10]
+            path = os.path.join(self.cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
+            if os.path.exists(path):
+                return pd.read_parquet(path)
+        sales = inputs.sales[inputs.sales["date"] < anchor]
+        inv = inputs.inventory_history
+        inv = inv[inv["date"] < anchor] if inv is not None else None
+        est = estimate_elasticities(sales, inputs.catalog, inv, inputs.events[inputs.events["date"] < anchor],
+                                    self.settings().elasticity, locations=inputs.locations)
+        if path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+            os.close(fd)
+            est.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        return est
+
+    def recommend(self, inputs: PlanningInputs, forecast: pd.DataFrame,
+                  source_identity: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
         """(recommendations, LLM usage). The LLM, when on, picks among compliant candidates; the guardrails run
         again on its pick, so nothing it says can leave the hard bounds."""
         s = self.settings()
-        recs = recommend_prices(inputs, forecast, s)
+        elasticities = self.elasticities(inputs, source_identity)
+        recs = recommend_prices(inputs, forecast, s, elasticities)
         if self.bedrock is None or self.bedrock.engine_for("pricing") != "bedrock" or recs.empty:
             return recs, empty_usage()
-        candidates = price_candidates(inputs, forecast, s)
+        candidates = price_candidates(inputs, forecast, s, elasticities)
         chosen, usage = choose_prices(candidates, recs, inputs.catalog, self.bedrock)
         return self._reapply_guardrails(chosen, recs, inputs), usage
 

@@ -8,6 +8,7 @@ from ..agents.pricing import PricingAgent
 from ..checks import PRICE_CHECKS, _md_table, price_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
+from ..resources.data_source import DataSourceResource
 from .common import check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
@@ -47,6 +48,7 @@ def price_summary(recs: pd.DataFrame) -> dict:
     pool="bedrock",
 )
 def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: PricingAgent, audit: AuditSink,
+                          data_source: DataSourceResource,
                           demand_forecast: pd.DataFrame, sales_history, inventory_history, inventory_snapshot,
                           catalog_slice, promotions_calendar, events_calendar, weather_calendar, store_traffic,
                           store_network, transfer_lanes):
@@ -58,7 +60,7 @@ def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: Pric
                                 promotions_calendar, events_calendar, weather_calendar, store_traffic,
                                 store_network, transfer_lanes)
     start_audit(context, audit, "price_recommendations", inputs)
-    recs, usage = pricing_agent.recommend(inputs, demand_forecast)
+    recs, usage = pricing_agent.recommend(inputs, demand_forecast, data_source.identity())
     violations = pricing_agent.violations(recs, inputs)
     results = list(price_check_results(recs, demand_forecast, violations, pricing_agent.max_daily_change_pct,
                                        pricing_agent.max_changed_share, pricing_agent.max_at_bound_share))
