@@ -2,8 +2,8 @@
 LLM that chooses among the guardrail-compliant candidates; whatever it chooses passes the guardrails again."""
 
 import hashlib
+import io
 import os
-import tempfile
 from typing import Optional
 
 import dagster as dg
@@ -18,6 +18,7 @@ from ..core.forecasting import anchor_date
 from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations
 from ..core.pricing import PricingSettings, price_candidates, recommend_prices
 from ..resources.bedrock import BedrockResource
+from ..resources.io_manager import atomic_write_local
 from .pricing_llm import choose_prices
 
 
@@ -69,11 +70,9 @@ class PricingAgent(dg.ConfigurableResource):
         est = estimate_elasticities(sales, inputs.catalog, inv, inputs.events[inputs.events["date"] < anchor],
                                     self.settings().elasticity, locations=inputs.locations)
         if path:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-            os.close(fd)
-            est.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            est.to_parquet(buf, index=False)
+            atomic_write_local(path, buf.getvalue())
         return est
 
     def recommend(self, inputs: PlanningInputs, forecast: pd.DataFrame,
