@@ -18,7 +18,8 @@ from retail_dagster.assets import costs, demand, ingest, pricing, rebalancing
 from retail_dagster.core.costs import DEFAULT_PRICE_TABLE
 from retail_dagster.core.guardrails import guardrail_violations
 from retail_dagster.partitions import partition_key
-from retail_dagster.resources.audit import AuditSink, read_audit
+from retail_dagster.core.fingerprint import frame_fingerprint
+from retail_dagster.resources.audit import AuditSink, audit_runs, read_audit
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
@@ -98,6 +99,12 @@ def test_local_pipeline_writes_the_audit_trail(local_run):
     merged = recs.merge(audited, on=["sku_id", "location_id"], suffixes=("", "_audit"))
     assert len(merged) == len(recs)
     assert np.allclose(merged["recommended_price"], merged["recommended_price_audit"])
+    # every decision names the exact input data it was made from
+    runs = audit_runs(out, DATE, group=GROUP)
+    for inputs in runs["inputs"]:
+        inputs = json.loads(inputs) if isinstance(inputs, str) else inputs
+        assert set(ingest.INGEST_OUTPUTS) <= set(inputs)
+        assert inputs["sales_history"] == frame_fingerprint(load(out, "sales_history"))
 
 
 def test_blocking_check_stops_downstream(demo_path, model_cache, tmp_path, monkeypatch):

@@ -24,9 +24,23 @@ def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations
     return meta
 
 
-def input_fingerprints(inputs: PlanningInputs) -> dict:
-    """Content hashes of the partition's input tables: which data a decision was made from."""
-    return fingerprints({**inputs.as_tables(), "inventory_snapshot": inputs.inventory_snapshot})
+def input_fingerprints(context, inputs: PlanningInputs) -> dict:
+    """Content hashes of the partition's input tables (which data a decision was made from), as the ingest step
+    recorded them for this partition; computed here only when that record is missing."""
+    from .ingest import FINGERPRINT_KEY, INGEST_OUTPUTS
+
+    out = {}
+    partition = str(context.partition_key)
+    for name in INGEST_OUTPUTS:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[partition]), limit=1).records
+        meta = records[0].asset_materialization.metadata if records else {}
+        if FINGERPRINT_KEY in meta:
+            out[name] = meta[FINGERPRINT_KEY].value
+    if len(out) < len(INGEST_OUTPUTS):
+        tables = {**inputs.as_tables(), "inventory_snapshot": inputs.inventory_snapshot}
+        out.update({k: v for k, v in fingerprints(tables).items() if k not in out})
+    return out
 
 
 def start_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs) -> None:
@@ -43,7 +57,7 @@ def write_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs, r
     fallback_reasons = sorted({str(r) for r in usage.get("fallback_reason", []) if str(r)}) \
         if usage is not None and len(usage) else []
     ctx = {
-        "inputs": input_fingerprints(inputs),
+        "inputs": input_fingerprints(context, inputs),
         "engine": engine,
         "model": model,
         "llm": {

@@ -5,10 +5,12 @@ import dagster as dg
 import pandas as pd
 
 from ..core.asof import PlanningInputs, planning_inputs
+from ..core.fingerprint import frame_fingerprint
 from ..partitions import daily_by_group, split_partition
 from ..resources.data_source import DataSourceResource
 
 INGEST_GROUP = "ingest"
+FINGERPRINT_KEY = "fingerprint"
 
 # output name -> (PlanningInputs attribute, description)
 INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
@@ -26,7 +28,9 @@ INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
 
 
 def _summary(frame: pd.DataFrame) -> dict:
-    meta: dict = {"rows": dg.MetadataValue.int(len(frame))}
+    # the content hash is computed once here; the agents' audit records read it from this metadata
+    meta: dict = {"rows": dg.MetadataValue.int(len(frame)),
+                  FINGERPRINT_KEY: dg.MetadataValue.text(frame_fingerprint(frame))}
     for col in ("date", "start_date"):
         if col in frame.columns and len(frame):
             meta["first_date"] = dg.MetadataValue.text(f"{frame[col].min():%Y-%m-%d}")
