@@ -55,7 +55,7 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     A data contract error fails this step, so nothing downstream is written for the partition.
     """
     date, group = split_partition(context)
-    tables = data_source.load(sku_group=group)
+    tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days))
     inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)

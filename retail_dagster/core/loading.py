@@ -6,6 +6,7 @@ import io
 import os
 from typing import Any, Mapping, Optional
 
+import numpy as np
 import pandas as pd
 
 from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
@@ -64,9 +65,24 @@ def find_table_files(path: str, s3_client: Any = None) -> dict[str, str]:
 SKU_KEYED = ("sales", "inventory", "promotions")
 
 
+DATED = ("sales", "inventory", "traffic", "weather", "events")
+
+
+def _plain_strings(values: pd.Series) -> pd.Series:
+    """Categorical (dictionary-encoded) ids as plain str objects, by one take over the categories."""
+    cats = np.asarray(values.cat.categories.astype(str), dtype=object)
+    codes = values.cat.codes.to_numpy()
+    out = cats[np.maximum(codes, 0)]
+    if (codes < 0).any():
+        out = out.copy()
+        out[codes < 0] = None
+    return pd.Series(out, index=values.index, name=values.name)
+
+
 def read_raw_table(file: str, s3_client: Any = None, skus: Optional[list[str]] = None,
-                   columns: Optional[list[str]] = None) -> pd.DataFrame:
-    """One table file as read (no validation); `skus` keeps only those SKUs' rows."""
+                   columns: Optional[list[str]] = None, since: Optional[pd.Timestamp] = None) -> pd.DataFrame:
+    """One table file as read (no validation); `skus` keeps only those SKUs' rows, `since` only rows dated on or
+    after it (Parquet row groups are pruned by their statistics)."""
     if is_s3(file):
         client = s3_client or make_s3_client()
         bucket, key = split_s3(file)
@@ -75,29 +91,33 @@ def read_raw_table(file: str, s3_client: Any = None, skus: Optional[list[str]] =
         if columns:
             frame = frame[[c for c in columns if c in frame.columns]]
     elif file.endswith(".parquet"):
-        filters = [("sku_id", "in", list(skus))] if skus is not None else None
+        filters = ([("sku_id", "in", list(skus))] if skus is not None else []) + \
+            ([("date", ">=", pd.Timestamp(since))] if since is not None else [])
         try:
-            frame = pd.read_parquet(file, columns=columns, filters=filters)
-        except Exception:  # e.g. the file has no sku_id column: let validation name the problem
+            frame = pd.read_parquet(file, columns=columns, filters=filters or None)
+            skus = since = None  # both applied by the reader
+        except Exception:  # e.g. no such column, or a date stored as text: filter after validation-free read
             frame = pd.read_parquet(file, columns=columns)
-        skus = None if filters is not None and "sku_id" in frame.columns else skus
     else:
         frame = pd.read_csv(file, dtype=str, keep_default_na=True, usecols=columns)
     if skus is not None and "sku_id" in frame.columns:
         frame = frame[frame["sku_id"].astype(str).isin(set(skus))]
+    if since is not None and "date" in frame.columns:
+        dates = pd.to_datetime(frame["date"], errors="coerce")
+        frame = frame[dates.isna() | (dates >= pd.Timestamp(since))]  # unparseable dates stay for validation
     # dictionary-encoded ids come back categorical: plain strings keep joins simple
     for col in frame.columns:
         if isinstance(frame[col].dtype, pd.CategoricalDtype):
-            frame[col] = frame[col].astype(str).astype(object)
+            frame[col] = _plain_strings(frame[col])
     return frame.reset_index(drop=True)
 
 
 def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABLE_NAMES,
-                sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
+                sku_group: Optional[str] = None, since: Optional[pd.Timestamp] = None) -> dict[str, pd.DataFrame]:
     """Read and validate every input table under `path`. Raises ContractError listing every problem.
 
     With `sku_group`, the SKU-keyed fact tables hold only that group's SKUs (the catalog stays whole): what one
-    partition needs, read without loading the other groups.
+    partition needs, read without loading the other groups. With `since`, dated tables start on that day.
     """
     files = find_table_files(path, s3_client)
     raw: dict[str, pd.DataFrame] = {}
@@ -115,7 +135,8 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
             problems.append(Problem(t, os.path.join(str(path), f"{t}.parquet|.csv"), "*", "table file not found"))
             continue
         try:
-            raw[t] = read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None)
+            raw[t] = read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None,
+                                    since=since if t in DATED else None)
         except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
             problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
     if problems:

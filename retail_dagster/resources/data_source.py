@@ -78,23 +78,24 @@ class DataSourceResource(dg.ConfigurableResource):
 
         return make_s3_client(self.endpoint_url)
 
-    def load(self, sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
+    def load(self, sku_group: Optional[str] = None, since=None) -> dict[str, pd.DataFrame]:
         """Input tables, validated, cached per process: all of them, or with `sku_group` only that group's rows of
-        the SKU-keyed fact tables (what a partition needs; far less memory on a large catalog)."""
-        key = self._key() + (sku_group,)
+        the SKU-keyed fact tables, and with `since` only rows dated from then on (what a partition needs; far
+        less time and memory on a large catalog)."""
+        key = self._key() + (sku_group, str(since))
         with _LOCK:
             if key not in _CACHE:
                 _CACHE.clear()  # one data set (or group slice) per process; keeps memory bounded
-                _CACHE[key] = self._load_uncached(sku_group)
+                _CACHE[key] = self._load_uncached(sku_group, since)
             return _CACHE[key]
 
-    def _load_uncached(self, sku_group: Optional[str] = None) -> dict[str, pd.DataFrame]:
+    def _load_uncached(self, sku_group: Optional[str] = None, since=None) -> dict[str, pd.DataFrame]:
         if self.kind == "demo":
             ensure_demo_data(self.path, self.demo_skus, self.demo_stores, self.demo_warehouses, self.demo_days,
                              self.demo_seed, self.demo_end_date)
-            return load_tables(self.path, sku_group=sku_group)
+            return load_tables(self.path, sku_group=sku_group, since=since)
         if self.kind == "files":
-            return load_tables(self.path, s3_client=self._s3_client(), sku_group=sku_group)
+            return load_tables(self.path, s3_client=self._s3_client(), sku_group=sku_group, since=since)
         if self.kind == "m5":
             from ..core.m5 import load_m5
 
