@@ -100,11 +100,14 @@ def test_local_pipeline_writes_the_audit_trail(local_run):
     assert len(merged) == len(recs)
     assert np.allclose(merged["recommended_price"], merged["recommended_price_audit"])
     # every decision names the exact input data it was made from
-    runs = audit_runs(out, DATE, group=GROUP)
-    for inputs in runs["inputs"]:
+    runs = audit_runs(out, DATE, group=GROUP).set_index("asset")
+    for asset, inputs in runs["inputs"].items():
         inputs = json.loads(inputs) if isinstance(inputs, str) else inputs
-        assert set(ingest.INGEST_OUTPUTS) <= set(inputs)
-        assert inputs["sales_history"] == frame_fingerprint(load(out, "sales_history"))
+        expected = set(ingest.INGEST_OUTPUTS) if asset != "transfer_plan" else \
+            {"inventory_snapshot", "catalog_slice", "store_network", "transfer_lanes"}
+        assert set(inputs) == expected
+        for name in expected:
+            assert inputs[name] == frame_fingerprint(load(out, name)), (asset, name)
 
 
 def test_blocking_check_stops_downstream(demo_path, model_cache, tmp_path, monkeypatch):

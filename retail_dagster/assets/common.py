@@ -24,22 +24,24 @@ def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations
     return meta
 
 
-def input_fingerprints(context, inputs: PlanningInputs) -> dict:
-    """Content hashes of the partition's input tables (which data a decision was made from), as the ingest step
+def input_fingerprints(context, inputs: PlanningInputs, used: list[str] | None = None) -> dict:
+    """Content hashes of the ingest tables a decision was made from (`used`, default all), as the ingest step
     recorded them for this partition; computed here only when that record is missing."""
     from .ingest import FINGERPRINT_KEY, INGEST_OUTPUTS
 
+    used = list(used or INGEST_OUTPUTS)
     out = {}
     partition = str(context.partition_key)
-    for name in INGEST_OUTPUTS:
+    for name in used:
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[partition]), limit=1).records
         meta = records[0].asset_materialization.metadata if records else {}
         if FINGERPRINT_KEY in meta:
             out[name] = meta[FINGERPRINT_KEY].value
-    if len(out) < len(INGEST_OUTPUTS):
-        tables = {**inputs.as_tables(), "inventory_snapshot": inputs.inventory_snapshot}
-        out.update({k: v for k, v in fingerprints(tables).items() if k not in out})
+    missing = [name for name in used if name not in out]
+    if missing:
+        attr = {name: attr for name, (attr, _) in INGEST_OUTPUTS.items()}
+        out.update(fingerprints({name: getattr(inputs, attr[name]) for name in missing}))
     return out
 
 
@@ -50,14 +52,15 @@ def start_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs) -
 
 
 def write_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs, records: pd.DataFrame,
-                engine: str, model: str, usage: pd.DataFrame, checks: dict, extra: dict | None = None) -> str:
+                engine: str, model: str, usage: pd.DataFrame, checks: dict, extra: dict | None = None,
+                used_inputs: list[str] | None = None) -> str:
     """Commit the run's decision rows with how they were made. Returns the manifest URI."""
     usage_rows = [] if usage is None or usage.empty else usage.drop(
         columns=[c for c in ("fallback_reason",) if c in usage.columns]).to_dict("records")
     fallback_reasons = sorted({str(r) for r in usage.get("fallback_reason", []) if str(r)}) \
         if usage is not None and len(usage) else []
     ctx = {
-        "inputs": input_fingerprints(context, inputs),
+        "inputs": input_fingerprints(context, inputs, used_inputs),
         "engine": engine,
         "model": model,
         "llm": {

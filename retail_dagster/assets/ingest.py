@@ -75,5 +75,15 @@ def inputs_from_assets(context, sales_history, inventory_history, inventory_snap
                           traffic=store_traffic, lanes=transfer_lanes, inventory_history=inventory_history)
 
 
+def partial_inputs(context, inventory_snapshot, catalog_slice, store_network, transfer_lanes) -> PlanningInputs:
+    """PlanningInputs holding only the stock position, catalog and network: all the rebalancing agent reads,
+    so its step does not load the sales and inventory histories."""
+    date, group = split_partition(context)
+    empty = pd.DataFrame()
+    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network, sales=empty,
+                          inventory_snapshot=inventory_snapshot, promotions=empty, events=empty, weather=empty,
+                          traffic=empty, lanes=transfer_lanes, inventory_history=None)
+
+
 # the ingest assets every agent asset takes as inputs, in inputs_from_assets' order
 INGEST_INS = {name: dg.AssetIn(key=name) for name in INGEST_OUTPUTS}

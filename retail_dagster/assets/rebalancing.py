@@ -8,7 +8,7 @@ from ..checks import TRANSFER_CHECKS, _md_table, transfer_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
 from .common import check_outcomes, start_audit, usage_metadata, write_audit
-from .ingest import inputs_from_assets
+from .ingest import partial_inputs
 
 REBALANCING_GROUP = "rebalancing"
 
@@ -46,18 +46,15 @@ def plan_summary(plan: pd.DataFrame, info: dict) -> dict:
     pool="bedrock",
 )
 def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: RebalancingAgent, audit: AuditSink,
-                  demand_forecast: pd.DataFrame, price_recommendations: pd.DataFrame, sales_history,
-                  inventory_history, inventory_snapshot, catalog_slice, promotions_calendar, events_calendar,
-                  weather_calendar, store_traffic, store_network, transfer_lanes):
+                  demand_forecast: pd.DataFrame, price_recommendations: pd.DataFrame, inventory_snapshot,
+                  catalog_slice, store_network, transfer_lanes):
     """Transfers to ship today: senders keep their protection stock, receivers get what cuts shortage most per $.
 
     Need and surplus come from stock on hand and in transit against the forecast quantiles over lead time +
     review period; one mixed-integer model per partition (HiGHS) minimises transfer cost + lost margin from
     shortages + overstock holding cost, with lane capacities, case packs, minimum quantities and a budget.
     """
-    inputs = inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
-                                promotions_calendar, events_calendar, weather_calendar, store_traffic,
-                                store_network, transfer_lanes)
+    inputs = partial_inputs(context, inventory_snapshot, catalog_slice, store_network, transfer_lanes)
     start_audit(context, audit, "transfer_plan", inputs)
     plan, info, pos, usage = rebalancing_agent.plan(inputs, demand_forecast, price_recommendations)
     violations, share = rebalancing_agent.validate(plan, pos, inputs)
@@ -68,7 +65,8 @@ def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: Rebalanc
     write_audit(context, audit, "transfer_plan", inputs, plan,
                 engine=",".join(sorted(plan["engine"].astype(str).unique())) if len(plan) else "local",
                 model=model, usage=usage, checks=check_outcomes(results),
-                extra={"solver": {k: v for k, v in info.items() if k != "settings"}})
+                extra={"solver": {k: v for k, v in info.items() if k != "settings"}},
+                used_inputs=["inventory_snapshot", "catalog_slice", "store_network", "transfer_lanes"])
     meta = plan_summary(plan, info)
     n_sku_locations = int(demand_forecast[["sku_id", "location_id"]].drop_duplicates().shape[0])
     meta.update(usage_metadata("rebalancing", usage, inputs.catalog["sku_id"].nunique(), n_sku_locations))
