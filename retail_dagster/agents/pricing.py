@@ -18,7 +18,7 @@ from ..core.forecasting import anchor_date
 from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations
 from ..core.pricing import PricingSettings, price_candidates, recommend_prices
 from ..resources.bedrock import BedrockResource
-from ..resources.io_manager import atomic_write_local
+from ..core.files import atomic_write_local
 from .pricing_llm import choose_prices
 
 

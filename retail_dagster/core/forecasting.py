@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .asof import PlanningInputs, planning_inputs
+from .files import atomic_write_local
 
 ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall on a fixed weekly grid
 OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
@@ -739,16 +739,7 @@ def _cache_path(cache_dir: str, sku_group: str, anchor: pd.Timestamp) -> str:
 
 
 def _atomic_pickle(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".pkl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_local(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_or_train(tables: dict[str, pd.DataFrame], date, sku_group: str, settings: ForecastSettings,

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from .files import atomic_write_local
 from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
 
 
@@ -157,11 +158,10 @@ def write_tables(tables: Mapping[str, pd.DataFrame], path: str, s3_client: Any =
             client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
             written.append(f"s3://{bucket}/{key}")
         else:
-            os.makedirs(path, exist_ok=True)
             target = os.path.join(path, f"{name}.parquet")
-            tmp = target + ".tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            atomic_write_local(target, buf.getvalue())
             written.append(target)
     return written
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -23,7 +22,8 @@ import pandas as pd
 from pydantic import Field, PrivateAttr
 
 from ..core.loading import is_s3, make_s3_client, split_s3
-from .io_manager import TMP_PREFIX, _check_segment, _fsync_dir
+from ..core.files import TMP_PREFIX, synced_temp_file
+from .io_manager import _check_segment
 
 AUDIT_DIR = "audit"
 FORMAT = "retail_dagster.audit/1"
@@ -215,14 +215,7 @@ class _Store:
                 raise
             return
         path = self.uri(key)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with synced_temp_file(path, data) as tmp:
             try:
                 os.link(tmp, path)  # atomic, and fails instead of replacing an existing file
             except FileExistsError as exc:
@@ -231,10 +224,6 @@ class _Store:
                 if os.path.exists(path):
                     raise AuditConflict(f"audit file already exists, refusing to overwrite: {path}")
                 os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        _fsync_dir(folder)
 
     def read(self, key: str) -> Optional[bytes]:
         if self.s3:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
@@ -20,11 +19,10 @@ import pandas as pd
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from ..core.files import TMP_PREFIX, atomic_write_local  # noqa: F401  (TMP_PREFIX: part of the layout docs)
 from ..core.loading import is_s3, make_s3_client, split_s3
 
 PARQUET, JSON = ".parquet", ".json"
-# Prefix of in-flight local temp files; a reader never lists them and a crash leaves only these behind.
-TMP_PREFIX = ".tmp-"
 
 
 def _check_segment(segment: str, what: str) -> str:
@@ -81,43 +79,6 @@ def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQ
     if is_s3(base):
         return base.rstrip("/") + "/" + "/".join(segments)
     return os.path.join(base, *segments)
-
-
-def atomic_write_local(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never a partial file.
-
-    Temp file in the same folder (same filesystem, so the rename is atomic), fsync, os.replace, fsync the folder
-    so the rename itself survives a power loss.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems / platforms do not allow opening a directory
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
