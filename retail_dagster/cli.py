@@ -66,12 +66,15 @@ def latest_plannable_date() -> str:
 
 
 def run_pipeline(date: str, groups: list[str] | None = None, instance=None, raise_on_error: bool = False,
-                 log_level: str = "WARNING") -> dict:
-    """Materialize the daily pipeline for `date` and each group, in process, through the job the UI uses."""
+                 log_level: str = "WARNING", defs=None) -> dict:
+    """Materialize the daily pipeline for `date` and each group, in process, through the job the UI uses
+    (`defs`: other definitions holding that job, e.g. the pilot's, with other resources)."""
     import dagster as dg
 
-    from .definitions import defs
     from .jobs import DAILY_PIPELINE
+
+    if defs is None:
+        from .definitions import defs
     from .partitions import partition_key, partition_setup
 
     all_groups = list(partition_setup()[1])
@@ -87,7 +90,7 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
         result = job.execute_in_process(partition_key=partition_key(date, group), instance=instance,
                                         raise_on_error=raise_on_error,
                                         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
-        rows, paths = {}, {}
+        rows, paths, llm_usd = {}, {}, 0.0
         for ev in result.get_asset_materialization_events():
             meta = ev.materialization.metadata
             name = ev.asset_key.to_user_string()
@@ -95,12 +98,14 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
                 rows[name] = meta["rows"].value
             if "path" in meta:
                 paths[name] = str(meta["path"].value)
+            if "llm_usd" in meta and name != "agent_costs":
+                llm_usd += float(meta["llm_usd"].value)
         checks = {}
         for ev in result.get_asset_check_evaluations():
             checks[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = (
                 "passed" if ev.passed else f"FAILED ({ev.severity.value.lower()})")
         summary["groups"][group] = {"success": result.success, "run_id": result.run_id, "rows": rows,
-                                    "checks": checks, "paths": paths, "seconds": round(time.perf_counter() - t0, 2),
+                                    "checks": checks, "paths": paths, "llm_usd": llm_usd, "seconds": round(time.perf_counter() - t0, 2),
                                     "step_seconds": step_seconds(instance, result.run_id)}
         summary["success"] &= result.success
     return summary
@@ -154,6 +159,26 @@ def _cmd_backtest(args) -> int:
     return 0
 
 
+def _cmd_pilot(args) -> int:
+    from .pilot import ARMS, PilotConfig, format_report, run_pilot
+
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip()) if args.arms else ARMS
+    cfg = PilotConfig(skus=args.skus, stores=args.stores, warehouses=args.warehouses, weeks=args.weeks,
+                      seed=args.seed, arms=arms, out=args.out, parallel=args.parallel,
+                      history_days=args.history_days)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"pilot: {exc}", file=sys.stderr)
+        return 2
+    report = run_pilot(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_report(report))
+    print(f"\nDaily KPIs: {os.path.join(cfg.out, 'pilot_daily_kpis.parquet')}; chart: "
+          f"{os.path.join(cfg.out, 'pilot_chart.png')}")
+    print(json.dumps(report, default=str))
+    return 0
+
+
 def _cmd_audit(args) -> int:
     from .resources.audit import audit_main
 
@@ -196,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--horizon", type=int, default=14)
     b.add_argument("--cutoffs", type=int, default=3)
     b.set_defaults(fn=_cmd_backtest)
+
+    pl = sub.add_parser("pilot", help="closed-loop pilot: run the agents day after day in a simulated network "
+                                      "and compare their gross profit, lost sales and stock with holding")
+    pl.add_argument("--skus", type=int, default=200)
+    pl.add_argument("--stores", type=int, default=4)
+    pl.add_argument("--warehouses", type=int, default=1)
+    pl.add_argument("--weeks", type=int, default=4)
+    pl.add_argument("--seed", type=int, default=7)
+    pl.add_argument("--arms", default=None, help="comma-separated: hold,loop,pricing,rebalancing (default: all)")
+    pl.add_argument("--out", default="out/pilot", help="where the daily KPIs, the chart and each arm's files go")
+    pl.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="agent arms run at once")
+    pl.add_argument("--history-days", type=int, default=480, help="days of demo history before the pilot")
+    pl.set_defaults(fn=_cmd_pilot)
 
     a = sub.add_parser("audit", help="print the decision history of a day from the audit trail")
     a.add_argument("--date", required=True)

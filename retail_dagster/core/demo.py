@@ -76,7 +76,9 @@ _ADJECTIVES = ["Classic", "Organic", "Premium", "Value", "Fresh", "Eco", "Family
 
 # the fact tables written block by block, and the small per-SKU tables that come with each block
 FACT_TABLES = ("sales", "inventory", "truth/demand")
-BLOCK_TABLES = ("catalog", "promotions", "sales", "inventory", "truth/demand", "truth/sku")
+BLOCK_TABLES = ("catalog", "promotions", "sales", "inventory", "truth/demand", "truth/sku", "truth/store_state",
+                "truth/warehouse_state")
+LEAD_STORE_DAYS, LEAD_WAREHOUSE_DAYS, REVIEW_DAYS = 2, 7, 7  # the baseline replenishment policy's lead times
 
 
 @dataclass
@@ -240,6 +242,10 @@ def _network(n_skus: int, n_stores: int, n_warehouses: int, n_days: int, seed: i
         "visitors": np.round(visitors[:n_days].ravel()),
     })
 
+    traffic_all = pd.DataFrame({  # the horizon's visitors too: a simulation going on past the history reads them
+        "date": np.repeat(dates.values, n_stores), "location_id": np.tile(store_ids, T),
+        "visitors": np.round(visitors.ravel()),
+    })
     event_effects = pd.DataFrame([(e, g, EVENT_LIFTS[e].get(g, 1.0)) for e in EVENT_LIFTS for g in _GROUP_NAMES],
                                  columns=["event_type", "sku_group", "lift"])
     return _Network(
@@ -249,7 +255,8 @@ def _network(n_skus: int, n_stores: int, n_warehouses: int, n_days: int, seed: i
         traffic_noise=traffic_noise, new_sku_share=new_sku_share, block_skus=block_skus,
         tables={"locations": locations, "lanes": lanes, "events": events, "weather": weather, "traffic": traffic},
         truth={"event_effects": event_effects,
-               "weekday_shape": pd.DataFrame({"dayofweek": np.arange(7), "shape": WEEKLY_SHAPE})},
+               "weekday_shape": pd.DataFrame({"dayofweek": np.arange(7), "shape": WEEKLY_SHAPE}),
+               "traffic": traffic_all},
     )
 
 
@@ -379,7 +386,7 @@ def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
 
     # ---- inventory simulation (loop over observed days, vectorized over the block's series) ----------------
     SW = S * W
-    lead_store, lead_wh, review = 2, 7, 7
+    lead_store, lead_wh, review = LEAD_STORE_DAYS, LEAD_WAREHOUSE_DAYS, REVIEW_DAYS
     review_day = store_of % review
     order_bias = np.exp(rng.normal(0, 0.45, N))  # some series systematically over-, some under-ordered
     est = np.maximum(rate[: min(28, n_obs)].mean(axis=0), 0.02)  # store's demand estimate (EWMA of sales)
@@ -465,6 +472,18 @@ def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
         "base_rate": col(base_rate, keep_t),  # mean demand at base price without promotion
         "price": col(price, keep_t), "on_promotion": col(on_promo, keep_t, dtype="bool"),
     }
+    # the replenishment policy's state after the last observed day, so a simulation (core/world.py) can go on
+    # from exactly where the history stops: pipeline column k arrives at the start of the k-th day after it
+    store_state = {"sku_id": _Ids(sku_of.astype(np.int32), sku_ids),
+                   "location_id": _Ids(store_of.astype(np.int32), net.location_ids),
+                   "on_hand": on_hand.astype("float64"), "demand_estimate": est.astype("float64"),
+                   "order_bias": order_bias, "review_day": review_day.astype("int64"),
+                   **{f"pipeline_{k}": pipe_store[k].astype("float64") for k in range(lead_store + 1)}}
+    wh_sku, wh_loc = np.divmod(np.arange(SW), W)
+    warehouse_state = {"sku_id": _Ids(wh_sku.astype(np.int32), sku_ids),
+                       "location_id": _Ids((L + wh_loc).astype(np.int32), net.location_ids),
+                       "on_hand": wh_on_hand.astype("float64"),
+                       **{f"pipeline_{k}": pipe_wh[k].astype("float64") for k in range(lead_wh + 1)}}
     catalog = {"sku_id": _Ids(np.arange(S, dtype=np.int32), sku_ids), "sku_group": sku_group,
                "category": category, "description": description, "unit_cost": unit_cost, "base_price": base_price,
                "msrp": msrp, "map_price": map_price, "case_pack": case_pack}
@@ -473,7 +492,8 @@ def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
                  "launch_date": dates.values[launch], "temperature_coef_per_10c": cp[:, 5],
                  "rain_coef_per_log1p_mm": cp[:, 6], "weekend_amplitude": cp[:, 2]}
     return {"catalog": catalog, "promotions": promotions, "sales": sales, "inventory": inventory,
-            "truth/demand": truth_demand, "truth/sku": truth_sku}
+            "truth/demand": truth_demand, "truth/sku": truth_sku, "truth/store_state": store_state,
+            "truth/warehouse_state": warehouse_state}
 
 
 def _blocks(net: _Network) -> Iterator[dict[str, dict[str, np.ndarray | _Ids]]]:
@@ -503,7 +523,8 @@ def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n
     tables = {"catalog": frames["catalog"], "locations": net.tables["locations"], "sales": frames["sales"],
               "inventory": frames["inventory"], "promotions": frames["promotions"], "events": net.tables["events"],
               "weather": net.tables["weather"], "traffic": net.tables["traffic"], "lanes": net.tables["lanes"]}
-    truth = {"demand": frames["truth/demand"], "sku": frames["truth/sku"], **net.truth}
+    truth = {"demand": frames["truth/demand"], "sku": frames["truth/sku"], "store_state": frames["truth/store_state"],
+             "warehouse_state": frames["truth/warehouse_state"], **net.truth}
     return DemoData(tables=tables, truth=truth)
 
 
