@@ -102,6 +102,7 @@ def _arm_environment(arm_dir: str) -> dict[str, str]:
         "RETAIL_DAGSTER_OUT": os.path.join(arm_dir, "out"),
         "RETAIL_DAGSTER_AUDIT": os.path.join(arm_dir, "out"),
         "RETAIL_DAGSTER_MODEL_CACHE": os.path.join(arm_dir, "model_cache"),
+        "RETAIL_DAGSTER_METADATA_CHARTS": "0",  # hundreds of runs: no per-run PNG charts
         # one thread per process: the arms' processes share the cores
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     }

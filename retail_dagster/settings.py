@@ -10,6 +10,7 @@
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
 | AWS_ENDPOINT_URL_S3 | unset | S3 endpoint (moto or MinIO in tests and dev) |
+| RETAIL_DAGSTER_METADATA_CHARTS | 1 | 0 = no PNG charts in asset metadata (the pilot's many runs need none) |
 """
 
 from __future__ import annotations
@@ -63,3 +64,8 @@ def model_cache_path() -> str:
 
 def audit_path() -> str:
     return os.environ.get("RETAIL_DAGSTER_AUDIT", out_path())
+
+
+def metadata_charts() -> bool:
+    """Whether assets attach PNG charts to their metadata (they cost a few hundred ms per run)."""
+    return os.environ.get("RETAIL_DAGSTER_METADATA_CHARTS", "1") != "0"

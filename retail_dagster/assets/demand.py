@@ -5,6 +5,7 @@ import json
 import dagster as dg
 import pandas as pd
 
+from .. import settings
 from ..agents.demand import DemandSensingAgent
 from ..checks import DEMAND_CHECKS, _md_table, forecast_check_results
 from ..core.plots import forecast_band_png, png_markdown
@@ -47,7 +48,7 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
         meta["holdout_wape"] = dg.MetadataValue.float(float(ch["engine_wape"]))
     if ch.get("seasonal_naive_wape") is not None:
         meta["holdout_wape_seasonal_naive"] = dg.MetadataValue.float(float(ch["seasonal_naive_wape"]))
-    if len(top):
+    if len(top) and settings.metadata_charts():
         png = forecast_band_png(inputs.sales, forecast, list(zip(top["sku_id"], top["location_id"])))
         meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
     return meta

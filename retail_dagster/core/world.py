@@ -234,10 +234,11 @@ class World:
         self.regular[series] = new
         return int(changed.sum()), int(bad.sum())
 
-    def _ship(self, transfers: pd.DataFrame | None) -> tuple[float, float, int]:
-        """Ship the day's transfers; returns (units shipped, transfer cost, violations)."""
+    def _ship(self, transfers: pd.DataFrame | None) -> tuple[np.ndarray, float, int]:
+        """Ship the day's transfers; returns (units shipped out of each location series, cost, violations)."""
+        out = np.zeros(self.N + self.NW)
         if transfers is None or transfers.empty:
-            return 0.0, 0.0, 0
+            return out, 0.0, 0
         lanes = self.lanes.set_index(["from_location", "to_location"])
         tr = transfers[["sku_id", "from_location", "to_location", "units"]].copy()
         tr["units"] = pd.to_numeric(tr["units"], errors="coerce").fillna(0).clip(lower=0).round()
@@ -260,9 +261,10 @@ class World:
         units = cut
         lead = lane["lead_time_days"].fillna(1).to_numpy(int)
         cost = float((units * lane["cost_per_unit"].fillna(0).to_numpy(float)).sum())
-        np.subtract.at(self.on_hand, src[valid], units[valid])
+        np.add.at(out, src[valid], units[valid])
+        self.on_hand -= out
         np.add.at(self.pipe_transfer, (np.maximum(lead[valid] - 1, 0), dst[valid]), units[valid])
-        return float(units.sum()), cost, violations
+        return out, cost, violations
 
     def _series_index(self, sku: np.ndarray, loc_pos: np.ndarray) -> np.ndarray:
         """Location-series index of (sku position, location position); -1 where either is unknown."""
@@ -278,6 +280,9 @@ class World:
         k, date = self.day, self.current_date
         t_abs = (date - self.first_date).days  # the replenishment calendar goes on from the history's
         N = self.N
+        start_on_hand = self.on_hand.copy()
+        receipts = np.concatenate([self.pipe_store[0], self.pipe_wh[0]])
+        transfer_in = self.pipe_transfer[0].copy()
         store_oh = self.on_hand[:N]
         # 1. arrivals
         store_oh += self.pipe_store[0]
@@ -291,7 +296,8 @@ class World:
         self.pipe_transfer[-1] = 0
         # 2. decisions
         changes, price_violations = self._apply_prices(prices)
-        shipped, transfer_cost, transfer_violations = self._ship(transfers)
+        shipped_out, transfer_cost, transfer_violations = self._ship(transfers)
+        available = store_oh.copy()
         # 3. demand at the price in effect
         price, on_promo = self.prices_in_effect(self.regular, k)
         price_start, _ = self.prices_in_effect(self.start_regular, k)
@@ -316,6 +322,13 @@ class World:
                 LEAD_WAREHOUSE_DAYS + 2 * REVIEW_DAYS + 7)
             self.pipe_wh[LEAD_WAREHOUSE_DAYS - 1] += np.maximum(
                 np.round(need - wh_oh - self.pipe_wh.sum(axis=0) - self.pipe_transfer[:, N:].sum(axis=0)), 0)
+        self.last_flows = {  # per location series: start + receipts + transfer_in - transfer_out - sold
+            "start": start_on_hand, "receipts": receipts, "transfer_in": transfer_in,  # - delivered = end
+            "transfer_out": shipped_out, "sold": np.concatenate([sold, np.zeros(self.NW)]),
+            "delivered": np.concatenate([np.zeros(N), np.bincount(self.wh_key, weights=delivered,
+                                                                 minlength=self.NW)]),
+            "end": self.on_hand.copy(), "available_for_sale": available, "demand": demand, "rate": rate,
+            "price": price}
         # 5. the day's facts, in the input contracts
         self._record(date, price, on_promo, sold)
         sku_store = np.repeat(np.arange(self.S), self.L)
@@ -327,7 +340,7 @@ class World:
         self.day += 1
         return {
             "date": date, "revenue": revenue, "units_sold": float(sold.sum()), "demand_units": float(demand.sum()),
-            "lost_units": float((demand - sold).sum()), "cogs": cogs, "transfer_units": shipped,
+            "lost_units": float((demand - sold).sum()), "cogs": cogs, "transfer_units": float(shipped_out.sum()),
             "transfer_cost": transfer_cost, "holding_cost": holding,
             "gross_profit": revenue - cogs - transfer_cost - holding, "inventory_value": inventory_value,
             "price_changes": float(changes),
