@@ -10,8 +10,8 @@ from . import settings
 from .agents.demand import DemandSensingAgent
 from .agents.pricing import PricingAgent
 from .agents.rebalancing import RebalancingAgent
-from .assets import costs, demand, ingest, pricing, rebalancing
-from .jobs import daily_cost_rollup_job, daily_pipeline_job
+from .assets import costs, demand, ingest, pilot, pricing, rebalancing
+from .jobs import closed_loop_pilot_job, daily_cost_rollup_job, daily_pipeline_job
 from .schedules import daily_cost_rollup_schedule, daily_planning_schedule
 from .resources.audit import AuditSink
 from .resources.bedrock import BedrockResource
@@ -41,9 +41,9 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, demand, pricing, rebalancing, costs]),
+    assets=dg.load_assets_from_modules([ingest, demand, pricing, rebalancing, costs, pilot]),
     asset_checks=[],
-    jobs=[daily_pipeline_job, daily_cost_rollup_job],
+    jobs=[daily_pipeline_job, daily_cost_rollup_job, closed_loop_pilot_job],
     schedules=[daily_planning_schedule, daily_cost_rollup_schedule],
     resources=build_resources(),
 )

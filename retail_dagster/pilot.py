@@ -46,10 +46,11 @@ class PilotConfig:
     out: str = "out/pilot"
     parallel: int = 2  # agent arms run at once (one process each); the machine's cores by default
     world: dict = field(default_factory=dict)  # WorldSettings overrides (holding rate, disruptions)
+    pilot_days: int | None = None  # a pilot shorter than whole weeks (tests); None = weeks x 7
 
     @property
     def days(self) -> int:
-        return self.weeks * 7
+        return self.pilot_days or self.weeks * 7
 
     @property
     def start(self) -> pd.Timestamp:
