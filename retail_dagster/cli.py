@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=7)
     pl.add_argument("--arms", default=None, help="comma-separated: hold,loop,pricing,rebalancing (default: all)")
     pl.add_argument("--out", default="out/pilot", help="where the daily KPIs, the chart and each arm's files go")
-    pl.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="agent arms run at once")
+    pl.add_argument("--parallel", type=int, default=3, help="agent arms run at once (one process each)")
     pl.add_argument("--history-days", type=int, default=480, help="days of demo history before the pilot")
     pl.set_defaults(fn=_cmd_pilot)
 

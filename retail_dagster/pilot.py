@@ -44,7 +44,7 @@ class PilotConfig:
     history_days: int = 480  # the demo history before the pilot: a year of training data plus lags and holdout
     end_date: str = DEFAULT_END_DATE  # the pilot's last day (in the past, so every day is a valid partition)
     out: str = "out/pilot"
-    parallel: int = 2  # agent arms run at once (one process each); the machine's cores by default
+    parallel: int = 3  # agent arms run at once, one process each: all three by default, so no core idles at the end
     world: dict = field(default_factory=dict)  # WorldSettings overrides (holding rate, disruptions)
     pilot_days: int | None = None  # a pilot shorter than whole weeks (tests); None = weeks x 7
 

@@ -23,7 +23,7 @@ class PilotRunConfig(dg.Config):
     warehouses: int = Field(default=1, description="warehouses")
     seed: int = Field(default=7, description="seed of the world (demand, noise, disruptions)")
     arms: list[str] = Field(default=list(ARMS), description="hold, loop, pricing, rebalancing")
-    parallel: int = Field(default=os.cpu_count() or 1, description="agent arms run at once (one process each)")
+    parallel: int = Field(default=3, description="agent arms run at once (one process each)")
 
 
 @dg.asset(group_name=PILOT_GROUP, owners=["team:retail-data"], tags={"layer": "pilot"})
