@@ -23,6 +23,7 @@ FORECAST_COVERAGE = "forecast_covers_active_series"
 FORECAST_QUANTILES = "forecast_values_valid"
 FORECAST_SPIKES = "forecast_spike_guard"
 FORECAST_VS_NAIVE = "forecast_beats_seasonal_naive"
+FORECAST_PLAUSIBLE = "forecast_within_series_history"
 
 DEMAND_CHECKS = [
     _spec(FORECAST_COVERAGE, "demand_forecast", True,
@@ -35,6 +36,9 @@ DEMAND_CHECKS = [
     _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
           "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
           "holdout."),
+    _spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
+          "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
+          "implausible days are capped); names the series."),
 ]
 
 
@@ -53,8 +57,10 @@ def _md_table(frame: pd.DataFrame, max_rows: int = 10) -> dg.MetadataValue:
 
 
 def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expected_series: pd.DataFrame,
-                           holdout: dict, spike_factor: float = 3.0):
-    """The four demand_forecast checks."""
+                           holdout: dict, spike_factor: float = 3.0, ceiling: pd.DataFrame | None = None,
+                           block_factor: float = 10.0, outliers: pd.DataFrame | None = None):
+    """The demand_forecast checks. `ceiling` (sku_id, location_id, history_max) is what each series has plausibly
+    sold (after capping implausible days); without it the raw history max is used."""
     targets = inputs.target_dates
     expected = expected_series.assign(_k=1).merge(pd.DataFrame({"target_date": targets, "_k": 1}), on="_k")
     have = forecast[["sku_id", "location_id", "target_date"]].drop_duplicates()
@@ -71,7 +77,8 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
         check_name=FORECAST_QUANTILES, passed=not bad.any(),
         metadata={"bad_rows": int(bad.sum()), "examples": _md_table(forecast.loc[bad])})
 
-    hist_max = inputs.sales.groupby(["sku_id", "location_id"])["units"].max().rename("history_max").reset_index()
+    hist_max = ceiling if ceiling is not None else \
+        inputs.sales.groupby(["sku_id", "location_id"])["units"].max().rename("history_max").reset_index()
     f = forecast.merge(hist_max, on=["sku_id", "location_id"], how="left")
     explained = pd.Series(False, index=f.index)
     if len(inputs.promotions):
@@ -87,6 +94,8 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
         metadata={"spikes": int(spike.sum()), "factor": spike_factor,
                   "examples": _md_table(f.loc[spike, ["sku_id", "location_id", "target_date", "p50", "history_max"]])})
 
+    yield forecast_plausibility_result(f, block_factor, outliers)
+
     engine_wape, naive_wape = holdout.get("engine_wape"), holdout.get("seasonal_naive_wape")
     known = engine_wape is not None and naive_wape is not None
     yield dg.AssetCheckResult(
@@ -96,6 +105,27 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
                   "seasonal_naive_holdout_wape": float(naive_wape) if naive_wape is not None else float("nan"),
                   "note": "holdout = the 14 days before the model's training anchor" if known else
                           "no holdout available (too little history)"})
+
+
+def forecast_plausibility_result(f: pd.DataFrame, block_factor: float,
+                                 outliers: pd.DataFrame | None) -> dg.AssetCheckResult:
+    """Blocking: p50 above `block_factor` x max(plausible history max, 1) for a series with history. Promotions
+    and events do not excuse it: no promotion makes a series sell ten times its best day overnight."""
+    limit = block_factor * f["history_max"].clip(lower=1.0)
+    bad = f["history_max"].notna() & (f["p50"] > limit)
+    worst = (f.loc[bad].assign(ratio=lambda x: x["p50"] / x["history_max"].clip(lower=1.0))
+             .sort_values("ratio", ascending=False).drop_duplicates(["sku_id", "location_id"]))
+    names = [f"{r.sku_id}@{r.location_id}" for r in worst.itertuples()]
+    meta = {"series_blocked": len(names), "factor": float(block_factor),
+            "series": ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else ""),
+            "examples": _md_table(worst[["sku_id", "location_id", "target_date", "p50", "history_max"]])}
+    if outliers is not None:
+        capped = outliers.groupby(["sku_id", "location_id"]).size()
+        meta["implausible_sales_rows"] = int(len(outliers))
+        meta["implausible_sales_series"] = ", ".join(f"{s}@{loc}" for s, loc in capped.index[:20])
+    return dg.AssetCheckResult(check_name=FORECAST_PLAUSIBLE, passed=not bad.any(), metadata=meta,
+                               description=(f"p50 above {block_factor:g}x the plausible history max: "
+                                            + ", ".join(names[:5])) if names else None)
 
 
 # ---- transfer_plan ------------------------------------------------------------------------------------------

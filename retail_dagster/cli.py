@@ -37,6 +37,12 @@ def _cmd_validate(args) -> int:
     print(f"OK {args.path}: {len(tables)} tables valid; {len(tables['catalog']):,} SKUs, "
           f"{len(tables['locations']):,} locations, {len(sales):,} sales rows "
           f"{sales['date'].min():%Y-%m-%d}..{sales['date'].max():%Y-%m-%d}")
+    from .core.plausibility import describe_outliers, explained_days, find_outliers
+
+    outliers = find_outliers(sales, explained=explained_days(sales, tables["events"], tables["locations"]))
+    if len(outliers):
+        print(f"WARNING {describe_outliers(outliers)}. They pass the contracts; the pipeline caps them to their "
+              "series' local median before training and reports them.", file=sys.stderr)
     return 0
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..agents.demand import DemandSensingAgent
 from ..checks import DEMAND_CHECKS, _md_table, forecast_check_results
+from ..core.plausibility import describe_outliers
 from ..core.plots import forecast_band_png, png_markdown
 from ..partitions import daily_by_group
 from ..core.metrics import score_forecasts
@@ -40,6 +41,7 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
         "trained_now": dg.MetadataValue.bool(bool(info.get("trained_now"))),
         "train_seconds": dg.MetadataValue.float(float(info.get("train_seconds") or 0.0)),
         "predict_seconds": dg.MetadataValue.float(float(info.get("predict_seconds") or 0.0)),
+        "implausible_sales_capped": dg.MetadataValue.int(int(len(info.get("outliers", [])))),
         "biggest_movers": _md_table(movers[["sku_id", "location_id", "last_28d_per_14d", "forecast_14d", "change"]]),
     }
     ch = info.get("check_holdout", {})
@@ -79,13 +81,21 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
     forecast, info, usage = demand_agent.forecast(inputs, data_source.identity())
     context.log.info(f"forecast {info['series']} series; model anchor {info['anchor']} "
                      f"({'trained now' if info['trained_now'] else 'cached'})")
+    outliers = info["outliers"]
+    if len(outliers):
+        context.log.warning(f"{describe_outliers(outliers)}; "
+                            + ("capped before training" if info["outliers_capped"] else "NOT capped (cap_outliers off)"))
     results = list(forecast_check_results(forecast, inputs, info["expected_series"], info["check_holdout"],
-                                          demand_agent.spike_factor))
+                                          demand_agent.spike_factor, ceiling=info["series_ceiling"],
+                                          block_factor=demand_agent.history_block_factor, outliers=outliers))
     n_series = int(info["series"])
     write_audit(context, audit, "demand_forecast", inputs, forecast_decisions(forecast),
                 engine=",".join(sorted(forecast["engine"].astype(str).unique())) if len(forecast) else "local",
                 model=json.dumps(info.get("model_mix", {})), usage=usage, checks=check_outcomes(results),
-                extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through")})
+                extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through"),
+                       "training_fingerprint": info.get("training_fingerprint"),
+                       "implausible_sales": outliers.astype({"date": str}).to_dict("records")[:50]
+                       if len(outliers) else []})
     meta = forecast_summary(forecast, inputs, info)
     meta.update(usage_metadata("demand", usage, inputs.catalog["sku_id"].nunique(), n_series))
     yield dg.Output(forecast, metadata=meta)
