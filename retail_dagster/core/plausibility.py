@@ -138,7 +138,8 @@ def describe_outliers(outliers: pd.DataFrame, n: int = 5) -> str:
                    f"(local median {r.median_units:.4g}, cap {r.cap_units:.4g})"
                    for r in outliers.head(n).itertuples())
     more = f" and {len(outliers) - n} more" if len(outliers) > n else ""
-    return f"{len(outliers)} implausible sales row(s) in {len(series)} series: {ex}{more}"
+    names = ", ".join(f"{sku}@{loc}" for sku, loc in series.index[:20]) + (" ..." if len(series) > 20 else "")
+    return f"{len(outliers)} implausible sales row(s) in {len(series)} series ({names}): {ex}{more}"
 
 
 __all__ = ["OutlierSettings", "find_outliers", "cap_outliers", "series_ceiling", "describe_outliers",
