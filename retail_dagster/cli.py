@@ -33,6 +33,12 @@ def _cmd_validate(args) -> int:
     except FileNotFoundError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
         return 1
+    from .core.contracts import group_name_problems
+
+    bad_groups = group_name_problems(tables["catalog"], args.path)
+    if bad_groups:
+        print(f"INVALID {args.path}\n{ContractError(bad_groups)}", file=sys.stderr)
+        return 1
     sales = tables["sales"]
     print(f"OK {args.path}: {len(tables)} tables valid; {len(tables['catalog']):,} SKUs, "
           f"{len(tables['locations']):,} locations, {len(sales):,} sales rows "

@@ -199,3 +199,52 @@ def test_validate_warns_and_names_the_implausible_rows(poisoned_path, capsys):
     err = capsys.readouterr().err
     assert "WARNING" in err and "implausible sales row" in err
     assert all(sku in err for sku in skus) and "2026-08-03" in err
+
+
+# ---- 3. group names that cannot be partition keys ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_group_path(demo_path, tmp_path_factory):
+    folder = _copy(demo_path, tmp_path_factory.mktemp("badgroup") / "data")
+    catalog = pd.read_parquet(os.path.join(folder, "catalog.parquet"))
+    catalog["sku_group"] = catalog["sku_group"].astype(str).replace({"apparel": "shoes|bags"})
+    catalog.to_parquet(os.path.join(folder, "catalog.parquet"), index=False)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["a|b", "a,b", "a[1]", "x]", "../up", "a/b", "", " lead", "tab\there"])
+def test_group_names_dagster_or_the_layout_cannot_use_are_invalid(name):
+    from retail_dagster.core.contracts import is_valid_group_name
+
+    assert not is_valid_group_name(name)
+
+
+@pytest.mark.parametrize("name", ["grocery", "Dry goods", "frozen-2", "v1.2", "Getränke"])
+def test_ordinary_group_names_are_valid(name):
+    from retail_dagster.core.contracts import is_valid_group_name
+
+    assert is_valid_group_name(name)
+
+
+def test_validate_rejects_a_group_name_with_the_rule(bad_group_path, capsys):
+    from retail_dagster.cli import main
+
+    assert main(["validate", "--path", bad_group_path]) == 1
+    err = capsys.readouterr().err
+    assert "shoes|bags" in err and "'|', ',', '[', ']'" in err and "letters, digits" in err
+
+
+def test_a_bad_group_name_does_not_stop_the_other_groups(bad_group_path, tmp_path):
+    """The definitions load with the other groups as partitions, and a good group runs."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=bad_group_path,
+               RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_MODEL_CACHE=str(tmp_path / "cache"))
+    env.pop("DAGSTER_HOME", None)
+    code = ("from retail_dagster.definitions import defs; from retail_dagster.partitions import daily_by_group as d;"
+            "print(sorted(d.get_partitions_def_for_dimension('sku_group').get_partition_keys()))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "grocery" in proc.stdout and "shoes|bags" not in proc.stdout
+    assert "shoes|bags" in proc.stderr and "left out" in proc.stderr
