@@ -248,3 +248,45 @@ def test_a_bad_group_name_does_not_stop_the_other_groups(bad_group_path, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "grocery" in proc.stdout and "shoes|bags" not in proc.stdout
     assert "shoes|bags" in proc.stderr and "left out" in proc.stderr
+
+
+# ---- 4. degenerate data gets a decision, not a crash ------------------------------------------------------------
+
+def test_an_all_zero_group_gets_a_zero_forecast_prices_and_a_plan(demo_path, tmp_path):
+    """LightGBM's Tweedie objective cannot fit all-zero labels; the group still gets a forecast (zero), prices and
+    a transfer plan, and the reason is recorded."""
+    folder = _copy(demo_path, tmp_path / "data")
+    sales = pd.read_parquet(os.path.join(folder, "sales.parquet"))
+    catalog = pd.read_parquet(os.path.join(folder, "catalog.parquet"))
+    grocery = catalog.loc[catalog["sku_group"].astype(str) == GROUP, "sku_id"].astype(str)
+    sales.loc[sales["sku_id"].astype(str).isin(grocery), "units"] = 0.0
+    sales.to_parquet(os.path.join(folder, "sales.parquet"), index=False)
+    result = run(folder, tmp_path / "out", tmp_path / "cache")
+    assert result.success
+    assert {"demand_forecast", "price_recommendations", "transfer_plan"} <= _materialized(result)
+    fc = pd.read_parquet(tmp_path / "out" / "demand_forecast" / DATE / f"{GROUP}.parquet")
+    assert len(fc) and fc["mean"].sum() == 0 and fc["p50"].sum() == 0
+    meta = next(e for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "demand_forecast").materialization.metadata
+    assert "zero" in meta["data_note"].value
+
+
+@pytest.mark.parametrize("case", ["one_day", "constant_price", "no_sales"])
+def test_degenerate_histories_get_a_forecast_with_a_reason(demo_path, case, tmp_path):
+    import dataclasses
+
+    inputs = _inputs(demo_path)
+    s, inv = inputs.sales, inputs.inventory_history
+    if case == "one_day":
+        inputs = dataclasses.replace(inputs, sales=s[s["date"] == s["date"].max()],
+                                     inventory_history=inv[inv["date"] == inv["date"].max()])
+    elif case == "constant_price":
+        inputs = dataclasses.replace(inputs, sales=s.assign(price=5.0))
+    else:
+        inputs = dataclasses.replace(inputs, sales=s.iloc[:0])
+    fc, info, _ = DemandSensingAgent(model_cache_dir=str(tmp_path)).forecast(inputs)
+    q = fc[["p10", "p50", "p90"]].to_numpy()
+    assert len(fc) and np.isfinite(q).all() and (q >= 0).all() and (q[:, 0] <= q[:, 1]).all()
+    assert info["data_note"]
+    recs = PricingAgent().recommend(inputs, fc)[0]
+    assert len(recs) and np.isfinite(recs["recommended_price"]).all() and (recs["recommended_price"] > 0).all()

@@ -43,6 +43,23 @@ def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp, da
     return float(np.abs(m["units"] - m["units_naive"].fillna(0)).sum() / denom)
 
 
+def degenerate_history_note(inputs: PlanningInputs) -> str:
+    """Why the forecast falls back to a statistical model for the whole group ("" when the history is ordinary):
+    the engine decides (zero, profile or statsforecast), this says why, for the metadata and the audit."""
+    s = inputs.sales
+    if s.empty:
+        return "no sales history before the planning day: new-series profile (zero when nothing is known)"
+    days = s["date"].nunique()
+    if float(s["units"].sum()) <= 0:
+        return (f"every sale in the {days}-day history is zero: no demand model can be fitted; statistical "
+                "fallback (forecast zero)")
+    if days < 28:
+        return f"only {days} day(s) of history: category x location profile instead of a trained model"
+    if s.groupby("sku_id")["price"].nunique().max() <= 1:
+        return "prices never changed in the history: no price effect can be learnt (price features constant)"
+    return ""
+
+
 class DemandSensingAgent(dg.ConfigurableResource):
     """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
 
@@ -101,6 +118,7 @@ class DemandSensingAgent(dg.ConfigurableResource):
         info["check_holdout"] = {"engine_wape": engine_entry.get("wape"),
                                  "seasonal_naive_wape": seasonal_naive_holdout_wape(inputs, anchor)}
         info["expected_series"] = active_series(inputs)
+        info["data_note"] = degenerate_history_note(inputs)
         info["outliers"] = outliers
         info["outliers_capped"] = bool(self.cap_outliers)
         # what each series has plausibly sold: the yardstick of the blocking history check, capped either way

@@ -42,6 +42,7 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
         "train_seconds": dg.MetadataValue.float(float(info.get("train_seconds") or 0.0)),
         "predict_seconds": dg.MetadataValue.float(float(info.get("predict_seconds") or 0.0)),
         "implausible_sales_capped": dg.MetadataValue.int(int(len(info.get("outliers", [])))),
+        "data_note": dg.MetadataValue.text(info.get("data_note") or "ordinary history"),
         "biggest_movers": _md_table(movers[["sku_id", "location_id", "last_28d_per_14d", "forecast_14d", "change"]]),
     }
     ch = info.get("check_holdout", {})
@@ -82,6 +83,8 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
     context.log.info(f"forecast {info['series']} series; model anchor {info['anchor']} "
                      f"({'trained now' if info['trained_now'] else 'cached'})")
     outliers = info["outliers"]
+    if info.get("data_note"):
+        context.log.warning(f"{inputs.sku_group}: {info['data_note']}")
     if len(outliers):
         context.log.warning(f"{describe_outliers(outliers)}; "
                             + ("capped before training" if info["outliers_capped"] else "NOT capped (cap_outliers off)"))
@@ -94,6 +97,7 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
                 model=json.dumps(info.get("model_mix", {})), usage=usage, checks=check_outcomes(results),
                 extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through"),
                        "training_fingerprint": info.get("training_fingerprint"),
+                       "data_note": info.get("data_note", ""),
                        "implausible_sales": outliers.astype({"date": str}).to_dict("records")[:50]
                        if len(outliers) else []})
     meta = forecast_summary(forecast, inputs, info)
