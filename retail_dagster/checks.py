@@ -18,6 +18,41 @@ def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCh
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
                              partitions_def=daily_by_group)
 
+# ---- ingest ----------------------------------------------------------------------------------------------------
+INPUTS_CURRENT = "inputs_are_current"
+
+INGEST_CHECKS = [
+    _spec(INPUTS_CURRENT, "inventory_snapshot", True,
+          "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
+          "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
+]
+
+
+def freshness_result(inputs: PlanningInputs, max_staleness_days: int) -> dg.AssetCheckResult:
+    """Blocking: the last sales day and the stock snapshot are at most `max_staleness_days` older than D-1."""
+    need = inputs.date - pd.Timedelta(days=1 + max_staleness_days)
+    last = {"sales": inputs.sales["date"].max() if len(inputs.sales) else None,
+            "inventory": inputs.inventory_snapshot["date"].max() if len(inputs.inventory_snapshot) else None}
+    stale = {t: d for t, d in last.items() if d is None or pd.isna(d) or d < need}
+    days_old = {t: (None if d is None or pd.isna(d) else int((inputs.date - pd.Timedelta(days=1) - d).days))
+                for t, d in last.items()}
+    description = None
+    if stale:
+        description = (f"inputs for {inputs.date:%Y-%m-%d} end too early: "
+                       + ", ".join(f"{t} through {d:%Y-%m-%d}" if d is not None and not pd.isna(d) else f"no {t}"
+                                   for t, d in stale.items())
+                       + f"; need data through {need:%Y-%m-%d} (the day before the planning day"
+                       + (f", {max_staleness_days} day(s) tolerance" if max_staleness_days else "")
+                       + "). Load the missing days, or plan an earlier date.")
+    return dg.AssetCheckResult(
+        check_name=INPUTS_CURRENT, asset_key="inventory_snapshot", passed=not stale, description=description,
+        metadata={"sales_last_date": f"{last['sales']:%Y-%m-%d}" if days_old["sales"] is not None else "none",
+                  "inventory_last_date": (f"{last['inventory']:%Y-%m-%d}" if days_old["inventory"] is not None
+                                          else "none"),
+                  "days_behind": max([d for d in days_old.values() if d is not None], default=-1),
+                  "max_staleness_days": int(max_staleness_days)})
+
+
 # ---- demand_forecast ----------------------------------------------------------------------------------------
 FORECAST_COVERAGE = "forecast_covers_active_series"
 FORECAST_QUANTILES = "forecast_values_valid"

@@ -9,6 +9,7 @@
 | RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | 200 / 6 / 1 / 730 / 7 / 2026-11-24 | demo size |
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
+| RETAIL_DAGSTER_MAX_STALENESS_DAYS | 0 | freshness tolerance: sales and inventory may end this many days before D-1 |
 | AWS_ENDPOINT_URL_S3 | unset | S3 endpoint (moto or MinIO in tests and dev) |
 """
 

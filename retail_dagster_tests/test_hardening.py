@@ -290,3 +290,30 @@ def test_degenerate_histories_get_a_forecast_with_a_reason(demo_path, case, tmp_
     assert info["data_note"]
     recs = PricingAgent().recommend(inputs, fc)[0]
     assert len(recs) and np.isfinite(recs["recommended_price"]).all() and (recs["recommended_price"] > 0).all()
+
+
+# ---- 5. freshness -------------------------------------------------------------------------------------------------
+
+def _ingest_and_forecast(data_path, out, cache, date, **source_kw):
+    res = resources(data_path, out, cache)
+    res["data_source"] = DataSourceResource(kind="files", path=str(data_path), **source_kw)
+    return dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+                          partition_key=partition_key(date, GROUP), resources=res, raise_on_error=False)
+
+
+def test_stale_inputs_block_the_partition(demo_path, tmp_path):
+    """Data ends 2026-11-24: planning 2026-11-27 would use a three-day-old stock snapshot."""
+    result = _ingest_and_forecast(demo_path, tmp_path / "out", tmp_path / "cache", "2026-11-27")
+    check = _checks(result)["inputs_are_current"]
+    assert not check.passed and check.blocking
+    assert "2026-11-24" in check.description and "2026-11-26" in check.description
+    assert check.metadata["days_behind"].value == 2
+    assert "demand_forecast" not in _materialized(result)
+
+
+def test_fresh_backfill_and_tolerated_staleness_pass(demo_path, tmp_path):
+    past = _ingest_and_forecast(demo_path, tmp_path / "a", tmp_path / "cache", "2026-11-10")  # a backfill
+    assert _checks(past)["inputs_are_current"].passed and "demand_forecast" in _materialized(past)
+    tolerated = _ingest_and_forecast(demo_path, tmp_path / "b", tmp_path / "cache", "2026-11-27",
+                                     max_staleness_days=2)
+    assert _checks(tolerated)["inputs_are_current"].passed

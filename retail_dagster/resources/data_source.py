@@ -60,6 +60,10 @@ class DataSourceResource(dg.ConfigurableResource):
                     "window (364 d + 14 d holdout + 70 d of lags) plus a week, so any day of a retraining week "
                     "trains the same model")
 
+    max_staleness_days: int = Field(
+        default=0, description="freshness: sales and inventory may end this many days before the day before the "
+                               "planning day (0 = they must reach D-1); env RETAIL_DAGSTER_MAX_STALENESS_DAYS")
+
     def _key(self) -> tuple:
         stamp = ()
         if self.kind == "files" and not self.path.startswith("s3://") and os.path.isdir(self.path):
