@@ -317,3 +317,69 @@ def test_fresh_backfill_and_tolerated_staleness_pass(demo_path, tmp_path):
     tolerated = _ingest_and_forecast(demo_path, tmp_path / "b", tmp_path / "cache", "2026-11-27",
                                      max_staleness_days=2)
     assert _checks(tolerated)["inputs_are_current"].passed
+
+
+# ---- 6. a day is published whole --------------------------------------------------------------------------------
+
+DAY = ["demand_forecast", "price_recommendations", "transfer_plan"]
+
+
+def _day_bytes(out) -> dict:
+    return {a: (out / a / DATE / f"{GROUP}.parquet").read_bytes() for a in DAY}
+
+
+def test_a_rerun_that_dies_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path, monkeypatch):
+    import json
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = run(demo_path, out, cache)
+    assert first.success
+    before = _day_bytes(out)
+    manifest = json.loads((out / "_published" / DATE / f"{GROUP}.json").read_text())
+    assert manifest["run_id"] == first.run_id and set(manifest["assets"].values()) == {first.run_id}
+
+    other = _copy(demo_path, tmp_path / "other")  # other data: grocery sold twice as much
+    sales = pd.read_parquet(os.path.join(other, "sales.parquet"))
+    sales["units"] = sales["units"] * 2
+    sales.to_parquet(os.path.join(other, "sales.parquet"), index=False)
+
+    def dies(self, *args, **kwargs):
+        raise RuntimeError("killed mid pricing")
+
+    with monkeypatch.context() as m:
+        m.setattr(PricingAgent, "recommend", dies)
+        second = run(other, out, cache)
+    assert not second.success and "demand_forecast" in _materialized(second)
+    assert _day_bytes(out) == before  # the new forecast was not published beside the old prices and transfers
+    staged = out / ".runs" / second.run_id / "demand_forecast" / DATE / f"{GROUP}.parquet"
+    assert staged.exists()
+    assert not pd.read_parquet(staged).equals(pd.read_parquet(out / "demand_forecast" / DATE / f"{GROUP}.parquet"))
+
+    third = run(other, out, cache)
+    assert third.success
+    after = _day_bytes(out)
+    assert all(after[a] != before[a] for a in ("demand_forecast", "price_recommendations"))
+    manifest = json.loads((out / "_published" / DATE / f"{GROUP}.json").read_text())
+    assert manifest["assets"] == {a: third.run_id for a in DAY}
+
+
+def test_a_blocked_forecast_is_not_published(demo_path, poisoned_path, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert run(demo_path, out, cache).success
+    before = _day_bytes(out)
+    blocked = run(poisoned_path[0], out, cache, cap_outliers=False)
+    assert not blocked.success and not _checks(blocked)["forecast_within_series_history"].passed
+    assert _day_bytes(out) == before
+
+
+def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_path, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert run(demo_path, out, cache).success
+    res = resources(demo_path, out, cache)
+    again = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+                           partition_key=partition_key(DATE, GROUP), resources=res)
+    assert (out / "demand_forecast" / DATE / f"{GROUP}.parquet").exists()
+    assert not (out / "price_recommendations" / DATE / f"{GROUP}.parquet").exists()
+    assert not (out / "transfer_plan" / DATE / f"{GROUP}.parquet").exists()
+    assert list((out / ".superseded").rglob("*.parquet"))
+    assert again.success

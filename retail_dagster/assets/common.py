@@ -78,6 +78,15 @@ def write_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs, r
     return audit.write_records(asset, inputs.date, inputs.sku_group, context.run_id, records, ctx)
 
 
+def blocking_checks_passed(results: list, specs: list) -> dict:
+    """Output metadata telling the IO manager whether the asset's blocking checks passed: when one failed, the
+    run's decisions are not published (the previous complete day stays in place)."""
+    from ..resources.io_manager import BLOCKING_CHECKS_PASSED
+
+    blocking = {s.name for s in specs if s.blocking}
+    return {BLOCKING_CHECKS_PASSED: dg.MetadataValue.bool(all(r.passed for r in results if r.check_name in blocking))}
+
+
 def check_outcomes(results: list) -> dict:
     """{check name: passed/failed (+ severity)} from AssetCheckResults."""
     return {r.check_name: ("passed" if r.passed else f"failed ({r.severity.value.lower()})") for r in results}

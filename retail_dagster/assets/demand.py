@@ -15,7 +15,7 @@ from ..partitions import partition_key, split_partition
 from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
 from ..resources.io_manager import ParquetIOManager
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 DEMAND_GROUP = "demand"
@@ -102,6 +102,7 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
                        if len(outliers) else []})
     meta = forecast_summary(forecast, inputs, info)
     meta.update(usage_metadata("demand", usage, inputs.catalog["sku_id"].nunique(), n_series))
+    meta.update(blocking_checks_passed(results, DEMAND_CHECKS))
     yield dg.Output(forecast, metadata=meta)
     yield from results
 

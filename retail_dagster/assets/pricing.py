@@ -9,7 +9,7 @@ from ..checks import PRICE_CHECKS, _md_table, price_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 PRICING_GROUP = "pricing"
@@ -73,5 +73,6 @@ def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: Pric
                     "category_overrides": dict(pricing_agent.category_overrides)}})
     meta = price_summary(recs)
     meta.update(usage_metadata("pricing", usage, inputs.catalog["sku_id"].nunique(), len(recs)))
+    meta.update(blocking_checks_passed(results, PRICE_CHECKS))
     yield dg.Output(recs, metadata=meta)
     yield from results

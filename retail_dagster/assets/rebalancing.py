@@ -7,7 +7,7 @@ from ..agents.rebalancing import RebalancingAgent
 from ..checks import TRANSFER_CHECKS, _md_table, transfer_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, start_audit, usage_metadata, write_audit
 from .ingest import partial_inputs
 
 REBALANCING_GROUP = "rebalancing"
@@ -70,5 +70,6 @@ def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: Rebalanc
     meta = plan_summary(plan, info)
     n_sku_locations = int(demand_forecast[["sku_id", "location_id"]].drop_duplicates().shape[0])
     meta.update(usage_metadata("rebalancing", usage, inputs.catalog["sku_id"].nunique(), n_sku_locations))
+    meta.update(blocking_checks_passed(results, TRANSFER_CHECKS))
     yield dg.Output(plan, metadata=meta)
     yield from results
