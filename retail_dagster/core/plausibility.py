@@ -42,7 +42,7 @@ def explained_days(sales: pd.DataFrame, events: pd.DataFrame | None = None,
         return mask
     region = sales["location_id"].map(locations.set_index("location_id")["region"])
     ev = events[["date", "region"]].drop_duplicates()
-    everywhere = ev.loc[ev["region"].isna() | ev["region"].astype(str).isin(["", "all", "*"]), "date"]
+    everywhere = ev.loc[ev["region"].isna() | ev["region"].astype(str).str.lower().isin(["", "all", "*"]), "date"]
     keyed = pd.MultiIndex.from_frame(ev.dropna()[["date", "region"]].astype({"region": str}))
     hit = pd.MultiIndex.from_arrays([pd.DatetimeIndex(sales["date"]), region.astype(str)]).isin(keyed)
     return mask | hit | sales["date"].isin(everywhere).to_numpy()
