@@ -77,6 +77,18 @@ DEMAND_CHECKS = [
 ]
 
 
+def readable(x: float) -> float:
+    """A float rounded to what a person reads: 2 decimals from 1 up, 3 significant digits below (USD per SKU)."""
+    import math
+
+    x = float(x)
+    if not math.isfinite(x) or x == 0:
+        return x
+    if abs(x) >= 1:
+        return round(x, 2)
+    return round(x, 2 - int(math.floor(math.log10(abs(x)))))
+
+
 def _md_table(frame: pd.DataFrame, max_rows: int = 10) -> dg.MetadataValue:
     if frame.empty:
         return dg.MetadataValue.md("_none_")
@@ -136,8 +148,8 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
     yield dg.AssetCheckResult(
         check_name=FORECAST_VS_NAIVE, passed=bool(not known or engine_wape <= naive_wape),
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"engine_holdout_wape": float(engine_wape) if engine_wape is not None else float("nan"),
-                  "seasonal_naive_holdout_wape": float(naive_wape) if naive_wape is not None else float("nan"),
+        metadata={"engine_holdout_wape": readable(engine_wape) if engine_wape is not None else float("nan"),
+                  "seasonal_naive_holdout_wape": readable(naive_wape) if naive_wape is not None else float("nan"),
                   "note": "holdout = the 14 days before the model's training anchor" if known else
                           "no holdout available (too little history)"})
 
@@ -200,7 +212,7 @@ def transfer_check_results(violations: pd.DataFrame, share_moved: float, max_sha
                                   metadata={"violations": len(bad), "examples": _md_table(bad)})
     yield dg.AssetCheckResult(check_name=TRANSFER_SHARE, passed=bool(share_moved <= max_share),
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"share_moved": float(share_moved), "threshold": float(max_share)})
+                              metadata={"share_moved": readable(share_moved), "threshold": float(max_share)})
 
 
 # ---- price_recommendations ----------------------------------------------------------------------------------
@@ -244,10 +256,10 @@ def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: 
     share = float(changed.mean()) if len(recs) else 0.0
     yield dg.AssetCheckResult(check_name=PRICE_CHANGE_SHARE, passed=share <= max_changed_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"share_changed": share, "threshold": max_changed_share})
+                              metadata={"share_changed": readable(share), "threshold": max_changed_share})
     at_bound = changed & (np.abs(recs["change_pct"].to_numpy(dtype=float)) >= max_change_pct - 0.5)
     bound_share = float(at_bound.sum() / max(changed.sum(), 1))
     yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": bound_share,
+                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": readable(bound_share),
                                         "threshold": max_at_bound_share})

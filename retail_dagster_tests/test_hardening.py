@@ -25,6 +25,7 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
+from retail_dagster_tests.fake_bedrock import fake_bedrock  # noqa: F401  (a fixture)
 
 DATE, GROUP = "2026-11-25", "grocery"
 POISON_DAYS = pd.to_datetime(["2026-08-03", "2026-08-04", "2026-08-05"])  # inside the training window
@@ -383,3 +384,110 @@ def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_pa
     assert not (out / "transfer_plan" / DATE / f"{GROUP}.parquet").exists()
     assert list((out / ".superseded").rglob("*.parquet"))
     assert again.success
+
+
+def test_an_engine_switch_typo_stops_the_run_before_anything_is_written(demo_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETAIL_DAGSTER_PRICING_ENGINE", "bedrok")
+    out = tmp_path / "out"
+    result = run(demo_path, out, tmp_path / "cache")
+    assert not result.success and not _materialized(result)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    said = " ".join(str(e.event_specific_data) + str(e.message) for e in result.all_events)
+    assert "RETAIL_DAGSTER_PRICING_ENGINE='bedrok' must be 'local' or 'bedrock'" in said
+
+
+# ---- 7. the smaller points, each with a clean one-paragraph error from the CLI ----------------------------------
+
+def _cli(args, env_extra: dict, tmp_path, timeout=600):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_AUDIT=str(tmp_path / "out"),
+               RETAIL_DAGSTER_MODEL_CACHE=str(tmp_path / "cache"), **env_extra)
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([sys.executable, "-m", "retail_dagster.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_input_errors_in_run_are_one_paragraph_without_a_traceback(demo_path, tmp_path):
+    folder = _copy(demo_path, tmp_path / "bad")
+    sales = pd.read_parquet(os.path.join(folder, "sales.parquet"))
+    sales.loc[5, "units"] = -3
+    sales.to_parquet(os.path.join(folder, "sales.parquet"), index=False)
+    proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", GROUP], {}, tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.startswith("ERROR (invalid input data)") and "column 'units'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 4
+
+
+def test_an_engine_typo_is_reported_by_the_cli_before_running(demo_path, tmp_path):
+    proc = _cli(["run", "--path", demo_path, "--date", DATE, "--groups", GROUP],
+                {"RETAIL_DAGSTER_PRICING_ENGINE": "bedrok"}, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "RETAIL_DAGSTER_PRICING_ENGINE='bedrok' must be 'local' or 'bedrock'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_date_past_the_partitions_without_date_is_a_clean_error(demo_path, tmp_path):
+    """Data that ends after today: the default planning day (data end + 1) is not a partition yet."""
+    folder = _copy(demo_path, tmp_path / "future")
+    shift = (pd.Timestamp.now().normalize() + pd.Timedelta(days=30)) - pd.Timestamp("2026-11-24")
+    for name in ("sales", "inventory", "traffic", "weather", "events"):
+        frame = pd.read_parquet(os.path.join(folder, f"{name}.parquet"))
+        frame["date"] = pd.to_datetime(frame["date"]) + shift
+        frame.to_parquet(os.path.join(folder, f"{name}.parquet"), index=False)
+    promo = pd.read_parquet(os.path.join(folder, "promotions.parquet"))
+    for col in ("start_date", "end_date"):
+        promo[col] = pd.to_datetime(promo[col]) + shift
+    promo.to_parquet(os.path.join(folder, "promotions.parquet"), index=False)
+    proc = _cli(["run", "--path", folder, "--groups", GROUP], {}, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a partition" in proc.stderr and "--date" in proc.stderr
+    assert "DagsterUnknownPartitionError" not in proc.stderr
+
+
+def test_a_second_copy_of_a_table_is_rejected(demo_path, tmp_path, capsys):
+    from retail_dagster.cli import main
+
+    folder = _copy(demo_path, tmp_path / "two")
+    pd.read_parquet(os.path.join(folder, "catalog.parquet")).to_csv(os.path.join(folder, "catalog.csv"), index=False)
+    assert main(["validate", "--path", folder]) == 1
+    err = capsys.readouterr().err
+    assert "two copies of the table: catalog.parquet and catalog.csv" in err
+
+
+def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_path, tmp_path):
+    import json
+
+    folder, _ = poisoned_path
+    proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", f"{GROUP},{GROUP}", "--json"], {}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(summary["groups"]) == [GROUP]
+    text = proc.stdout
+    assert "SUCCESS with warnings" in text
+    for needle in ("forecast:", "prices:", " up, ", " down", "expected 14-day margin", "transfers:",
+                   "shortage units avoided", "LLM: off", "implausible sales row(s) capped"):
+        assert needle in text, needle
+    decided = summary["groups"][GROUP]["decided"]
+    # metadata floats are rounded for reading
+    for value in (decided["price_recommendations"]["expected_margin_uplift_pct"],
+                  decided["transfer_plan"]["transfer_cost_usd"]):
+        assert value == round(value, 2)
+
+
+def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path):  # noqa: F811
+    from retail_dagster.cli import summarize_result
+    from retail_dagster_tests.fake_bedrock import FakeError
+
+    fake_bedrock.responder = lambda req: FakeError("AccessDeniedException", "no access to this model", status=403)
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, pricing_engine="bedrock", retry_mode="standard",
+                          max_attempts=1, transient_retries=0, backoff_base_s=0.01, read_timeout_s=5)
+    res = resources(demo_path, tmp_path / "out", tmp_path / "cache")
+    res["bedrock"] = llm
+    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(tmp_path / "cache"))
+    result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP), resources=res)
+    assert result.success
+    warnings = summarize_result(result)["warnings"]
+    assert any("price_recommendations: every LLM answer fell back" in w for w in warnings), warnings

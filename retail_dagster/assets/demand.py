@@ -15,7 +15,7 @@ from ..partitions import partition_key, split_partition
 from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
 from ..resources.io_manager import ParquetIOManager
-from .common import blocking_checks_passed, check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, engine_counts, num, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 DEMAND_GROUP = "demand"
@@ -35,21 +35,22 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
     meta = {
         "rows": dg.MetadataValue.int(len(forecast)),
         "series": dg.MetadataValue.int(int(len(per_series))),
-        "forecast_units_14d": dg.MetadataValue.float(float(forecast["mean"].sum())),
+        "forecast_units_14d": num(float(forecast["mean"].sum())),
+        "engines": engine_counts(forecast),
         "model_mix": dg.MetadataValue.json(info.get("model_mix", {})),
         "model_anchor": dg.MetadataValue.text(str(info.get("anchor"))),
         "trained_now": dg.MetadataValue.bool(bool(info.get("trained_now"))),
-        "train_seconds": dg.MetadataValue.float(float(info.get("train_seconds") or 0.0)),
-        "predict_seconds": dg.MetadataValue.float(float(info.get("predict_seconds") or 0.0)),
+        "train_seconds": num(float(info.get("train_seconds") or 0.0)),
+        "predict_seconds": num(float(info.get("predict_seconds") or 0.0)),
         "implausible_sales_capped": dg.MetadataValue.int(int(len(info.get("outliers", [])))),
         "data_note": dg.MetadataValue.text(info.get("data_note") or "ordinary history"),
         "biggest_movers": _md_table(movers[["sku_id", "location_id", "last_28d_per_14d", "forecast_14d", "change"]]),
     }
     ch = info.get("check_holdout", {})
     if ch.get("engine_wape") is not None:
-        meta["holdout_wape"] = dg.MetadataValue.float(float(ch["engine_wape"]))
+        meta["holdout_wape"] = num(float(ch["engine_wape"]))
     if ch.get("seasonal_naive_wape") is not None:
-        meta["holdout_wape_seasonal_naive"] = dg.MetadataValue.float(float(ch["seasonal_naive_wape"]))
+        meta["holdout_wape_seasonal_naive"] = num(float(ch["seasonal_naive_wape"]))
     if len(top):
         png = forecast_band_png(inputs.sales, forecast, list(zip(top["sku_id"], top["location_id"])))
         meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
@@ -168,10 +169,10 @@ def forecast_accuracy(context: dg.AssetExecutionContext, sales_history: pd.DataF
     if len(full):
         r = full.iloc[0]
         for key in ("wape_daily", "wape_14d", "bias", "coverage_p10_p90"):
-            meta[f"realized_{key}"] = dg.MetadataValue.float(float(r[key]))
+            meta[f"realized_{key}"] = num(float(r[key]))
     elif len(scores):
         r = scores.iloc[0]
-        meta["realized_wape_daily"] = dg.MetadataValue.float(float(r["wape_daily"]))
+        meta["realized_wape_daily"] = num(float(r["wape_daily"]))
         meta["note"] = dg.MetadataValue.text(f"oldest forecast scored covers {int(r['days_realized'])} realized days")
     else:
         meta["note"] = dg.MetadataValue.text("no earlier forecasts stored yet for this group")

@@ -57,6 +57,12 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     A data contract error fails this step, so nothing downstream is written for the partition; so does input
     that ends before the day before the planning day (the blocking `inputs_are_current` check).
     """
+    from ..settings import SettingsError, check_settings
+
+    try:  # the first step of every run: bad settings stop it before anything is written
+        check_settings()
+    except SettingsError as exc:
+        raise dg.Failure(description=str(exc)) from None
     date, group = split_partition(context)
     tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days))
     inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
