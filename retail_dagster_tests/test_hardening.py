@@ -491,3 +491,58 @@ def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp
     assert result.success
     warnings = summarize_result(result)["warnings"]
     assert any("price_recommendations: every LLM answer fell back" in w for w in warnings), warnings
+
+
+def test_the_table_cache_does_not_outlive_changed_s3_objects(demo_path, s3_client, s3_bucket, moto_server):
+    """A long-lived process (the UI's code server) must see a replaced sales file on S3."""
+    from retail_dagster.core.loading import write_tables
+
+    clean = load_tables(demo_path)
+    write_tables(clean, f"s3://{s3_bucket}/data", s3_client)
+    source = DataSourceResource(kind="files", path=f"s3://{s3_bucket}/data", endpoint_url=moto_server)
+    first = source.load()["sales"]["units"].sum()
+    changed = clean["sales"].assign(units=clean["sales"]["units"] + 1)
+    write_tables({"sales": changed}, f"s3://{s3_bucket}/data", s3_client)
+    assert source.load()["sales"]["units"].sum() == first + len(changed)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path):
+    """The issue's case: rerun with other data, SIGKILL it during pricing; the output folder still holds one run's
+    forecast, prices and transfers (the previous one), never the new forecast beside the old decisions."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = dict(os.environ, RETAIL_DAGSTER_OUT=str(out), RETAIL_DAGSTER_AUDIT=str(out),
+               RETAIL_DAGSTER_MODEL_CACHE=str(cache), RETAIL_DAGSTER_SOURCE="files")
+    env.pop("DAGSTER_HOME", None)
+
+    def start(data):
+        return subprocess.Popen([sys.executable, "-m", "retail_dagster.cli", "run", "--date", DATE, "--groups",
+                                 GROUP, "--path", data], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    first = start(demo_path)
+    assert first.wait(timeout=600) == 0, first.stdout.read().decode()[-3000:]
+    before = _day_bytes(out)
+    other = _copy(demo_path, tmp_path / "other")
+    sales = pd.read_parquet(os.path.join(other, "sales.parquet"))
+    sales["units"] = sales["units"] * 2
+    sales.to_parquet(os.path.join(other, "sales.parquet"), index=False)
+
+    proc = start(other)
+    started = str(out / "audit" / "price_recommendations" / f"date={DATE}" / f"sku_group={GROUP}" / "run=*"
+                  / "started*.json")
+    known = set(glob.glob(started))
+    deadline = time.time() + 300
+    while set(glob.glob(started)) == known and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the rerun finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # mid price_recommendations
+    proc.wait(timeout=30)
+    assert list((out / ".runs").rglob("demand_forecast/*/*.parquet"))  # the new forecast exists, staged
+    assert _day_bytes(out) == before  # ... but the published day is the first run's, whole
