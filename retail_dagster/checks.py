@@ -18,11 +18,47 @@ def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCh
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
                              partitions_def=daily_by_group)
 
+# ---- ingest ----------------------------------------------------------------------------------------------------
+INPUTS_CURRENT = "inputs_are_current"
+
+INGEST_CHECKS = [
+    _spec(INPUTS_CURRENT, "inventory_snapshot", True,
+          "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
+          "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
+]
+
+
+def freshness_result(inputs: PlanningInputs, max_staleness_days: int) -> dg.AssetCheckResult:
+    """Blocking: the last sales day and the stock snapshot are at most `max_staleness_days` older than D-1."""
+    need = inputs.date - pd.Timedelta(days=1 + max_staleness_days)
+    last = {"sales": inputs.sales["date"].max() if len(inputs.sales) else None,
+            "inventory": inputs.inventory_snapshot["date"].max() if len(inputs.inventory_snapshot) else None}
+    stale = {t: d for t, d in last.items() if d is None or pd.isna(d) or d < need}
+    days_old = {t: (None if d is None or pd.isna(d) else int((inputs.date - pd.Timedelta(days=1) - d).days))
+                for t, d in last.items()}
+    description = None
+    if stale:
+        description = (f"inputs for {inputs.date:%Y-%m-%d} end too early: "
+                       + ", ".join(f"{t} through {d:%Y-%m-%d}" if d is not None and not pd.isna(d) else f"no {t}"
+                                   for t, d in stale.items())
+                       + f"; need data through {need:%Y-%m-%d} (the day before the planning day"
+                       + (f", {max_staleness_days} day(s) tolerance" if max_staleness_days else "")
+                       + "). Load the missing days, or plan an earlier date.")
+    return dg.AssetCheckResult(
+        check_name=INPUTS_CURRENT, asset_key="inventory_snapshot", passed=not stale, description=description,
+        metadata={"sales_last_date": f"{last['sales']:%Y-%m-%d}" if days_old["sales"] is not None else "none",
+                  "inventory_last_date": (f"{last['inventory']:%Y-%m-%d}" if days_old["inventory"] is not None
+                                          else "none"),
+                  "days_behind": max([d for d in days_old.values() if d is not None], default=-1),
+                  "max_staleness_days": int(max_staleness_days)})
+
+
 # ---- demand_forecast ----------------------------------------------------------------------------------------
 FORECAST_COVERAGE = "forecast_covers_active_series"
 FORECAST_QUANTILES = "forecast_values_valid"
 FORECAST_SPIKES = "forecast_spike_guard"
 FORECAST_VS_NAIVE = "forecast_beats_seasonal_naive"
+FORECAST_PLAUSIBLE = "forecast_within_series_history"
 
 DEMAND_CHECKS = [
     _spec(FORECAST_COVERAGE, "demand_forecast", True,
@@ -35,7 +71,22 @@ DEMAND_CHECKS = [
     _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
           "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
           "holdout."),
+    _spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
+          "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
+          "implausible days are capped); names the series."),
 ]
+
+
+def readable(x: float) -> float:
+    """A float rounded to what a person reads: 2 decimals from 1 up, 3 significant digits below (USD per SKU)."""
+    import math
+
+    x = float(x)
+    if not math.isfinite(x) or x == 0:
+        return x
+    if abs(x) >= 1:
+        return round(x, 2)
+    return round(x, 2 - int(math.floor(math.log10(abs(x)))))
 
 
 def _md_table(frame: pd.DataFrame, max_rows: int = 10) -> dg.MetadataValue:
@@ -53,8 +104,10 @@ def _md_table(frame: pd.DataFrame, max_rows: int = 10) -> dg.MetadataValue:
 
 
 def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expected_series: pd.DataFrame,
-                           holdout: dict, spike_factor: float = 3.0):
-    """The four demand_forecast checks."""
+                           holdout: dict, spike_factor: float = 3.0, ceiling: pd.DataFrame | None = None,
+                           block_factor: float = 10.0, outliers: pd.DataFrame | None = None):
+    """The demand_forecast checks. `ceiling` (sku_id, location_id, history_max) is what each series has plausibly
+    sold (after capping implausible days); without it the raw history max is used."""
     targets = inputs.target_dates
     expected = expected_series.assign(_k=1).merge(pd.DataFrame({"target_date": targets, "_k": 1}), on="_k")
     have = forecast[["sku_id", "location_id", "target_date"]].drop_duplicates()
@@ -71,7 +124,8 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
         check_name=FORECAST_QUANTILES, passed=not bad.any(),
         metadata={"bad_rows": int(bad.sum()), "examples": _md_table(forecast.loc[bad])})
 
-    hist_max = inputs.sales.groupby(["sku_id", "location_id"])["units"].max().rename("history_max").reset_index()
+    hist_max = ceiling if ceiling is not None else \
+        inputs.sales.groupby(["sku_id", "location_id"])["units"].max().rename("history_max").reset_index()
     f = forecast.merge(hist_max, on=["sku_id", "location_id"], how="left")
     explained = pd.Series(False, index=f.index)
     if len(inputs.promotions):
@@ -87,15 +141,38 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
         metadata={"spikes": int(spike.sum()), "factor": spike_factor,
                   "examples": _md_table(f.loc[spike, ["sku_id", "location_id", "target_date", "p50", "history_max"]])})
 
+    yield forecast_plausibility_result(f, block_factor, outliers)
+
     engine_wape, naive_wape = holdout.get("engine_wape"), holdout.get("seasonal_naive_wape")
     known = engine_wape is not None and naive_wape is not None
     yield dg.AssetCheckResult(
         check_name=FORECAST_VS_NAIVE, passed=bool(not known or engine_wape <= naive_wape),
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"engine_holdout_wape": float(engine_wape) if engine_wape is not None else float("nan"),
-                  "seasonal_naive_holdout_wape": float(naive_wape) if naive_wape is not None else float("nan"),
+        metadata={"engine_holdout_wape": readable(engine_wape) if engine_wape is not None else float("nan"),
+                  "seasonal_naive_holdout_wape": readable(naive_wape) if naive_wape is not None else float("nan"),
                   "note": "holdout = the 14 days before the model's training anchor" if known else
                           "no holdout available (too little history)"})
+
+
+def forecast_plausibility_result(f: pd.DataFrame, block_factor: float,
+                                 outliers: pd.DataFrame | None) -> dg.AssetCheckResult:
+    """Blocking: p50 above `block_factor` x max(plausible history max, 1) for a series with history. Promotions
+    and events do not excuse it: no promotion makes a series sell ten times its best day overnight."""
+    limit = block_factor * f["history_max"].clip(lower=1.0)
+    bad = f["history_max"].notna() & (f["p50"] > limit)
+    worst = (f.loc[bad].assign(ratio=lambda x: x["p50"] / x["history_max"].clip(lower=1.0))
+             .sort_values("ratio", ascending=False).drop_duplicates(["sku_id", "location_id"]))
+    names = [f"{r.sku_id}@{r.location_id}" for r in worst.itertuples()]
+    meta = {"series_blocked": len(names), "factor": float(block_factor),
+            "series": ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else ""),
+            "examples": _md_table(worst[["sku_id", "location_id", "target_date", "p50", "history_max"]])}
+    if outliers is not None:
+        capped = outliers.groupby(["sku_id", "location_id"]).size()
+        meta["implausible_sales_rows"] = int(len(outliers))
+        meta["implausible_sales_series"] = ", ".join(f"{s}@{loc}" for s, loc in capped.index[:20])
+    return dg.AssetCheckResult(check_name=FORECAST_PLAUSIBLE, passed=not bad.any(), metadata=meta,
+                               description=(f"p50 above {block_factor:g}x the plausible history max: "
+                                            + ", ".join(names[:5])) if names else None)
 
 
 # ---- transfer_plan ------------------------------------------------------------------------------------------
@@ -135,7 +212,7 @@ def transfer_check_results(violations: pd.DataFrame, share_moved: float, max_sha
                                   metadata={"violations": len(bad), "examples": _md_table(bad)})
     yield dg.AssetCheckResult(check_name=TRANSFER_SHARE, passed=bool(share_moved <= max_share),
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"share_moved": float(share_moved), "threshold": float(max_share)})
+                              metadata={"share_moved": readable(share_moved), "threshold": float(max_share)})
 
 
 # ---- price_recommendations ----------------------------------------------------------------------------------
@@ -179,10 +256,10 @@ def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: 
     share = float(changed.mean()) if len(recs) else 0.0
     yield dg.AssetCheckResult(check_name=PRICE_CHANGE_SHARE, passed=share <= max_changed_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"share_changed": share, "threshold": max_changed_share})
+                              metadata={"share_changed": readable(share), "threshold": max_changed_share})
     at_bound = changed & (np.abs(recs["change_pct"].to_numpy(dtype=float)) >= max_change_pct - 0.5)
     bound_share = float(at_bound.sum() / max(changed.sum(), 1))
     yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": bound_share,
+                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": readable(bound_share),
                                         "threshold": max_at_bound_share})

@@ -33,10 +33,22 @@ def _cmd_validate(args) -> int:
     except FileNotFoundError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
         return 1
+    from .core.contracts import group_name_problems
+
+    bad_groups = group_name_problems(tables["catalog"], args.path)
+    if bad_groups:
+        print(f"INVALID {args.path}\n{ContractError(bad_groups)}", file=sys.stderr)
+        return 1
     sales = tables["sales"]
     print(f"OK {args.path}: {len(tables)} tables valid; {len(tables['catalog']):,} SKUs, "
           f"{len(tables['locations']):,} locations, {len(sales):,} sales rows "
           f"{sales['date'].min():%Y-%m-%d}..{sales['date'].max():%Y-%m-%d}")
+    from .core.plausibility import describe_outliers, explained_days, find_outliers
+
+    outliers = find_outliers(sales, explained=explained_days(sales, tables["events"], tables["locations"]))
+    if len(outliers):
+        print(f"WARNING {describe_outliers(outliers)}. They pass the contracts; the pipeline caps them to their "
+              "series' local median before training and reports them.", file=sys.stderr)
     return 0
 
 
@@ -79,9 +91,10 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
 
     all_groups = list(partition_setup()[1])
     groups = groups or all_groups
+    groups = list(dict.fromkeys(groups))  # --groups a,a runs a once
     unknown = sorted(set(groups) - set(all_groups))
     if unknown:
-        raise SystemExit(f"unknown SKU group(s) {unknown}; groups: {all_groups}")
+        raise UserError(f"unknown SKU group(s) {unknown}; groups: {all_groups}")
     job = defs.resolve_job_def(DAILY_PIPELINE)
     instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
     summary: dict = {"date": date, "groups": {}, "success": True}
@@ -90,25 +103,74 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
         result = job.execute_in_process(partition_key=partition_key(date, group), instance=instance,
                                         raise_on_error=raise_on_error,
                                         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
-        rows, paths, llm_usd = {}, {}, 0.0
-        for ev in result.get_asset_materialization_events():
-            meta = ev.materialization.metadata
-            name = ev.asset_key.to_user_string()
-            if "rows" in meta:
-                rows[name] = meta["rows"].value
-            if "path" in meta:
-                paths[name] = str(meta["path"].value)
-            if "llm_usd" in meta and name != "agent_costs":
-                llm_usd += float(meta["llm_usd"].value)
-        checks = {}
-        for ev in result.get_asset_check_evaluations():
-            checks[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = (
-                "passed" if ev.passed else f"FAILED ({ev.severity.value.lower()})")
-        summary["groups"][group] = {"success": result.success, "run_id": result.run_id, "rows": rows,
-                                    "checks": checks, "paths": paths, "llm_usd": llm_usd, "seconds": round(time.perf_counter() - t0, 2),
-                                    "step_seconds": step_seconds(instance, result.run_id)}
+        summary["groups"][group] = summarize_result(result, instance, t0)
         summary["success"] &= result.success
     return summary
+
+
+def summarize_result(result, instance=None, t0: float | None = None) -> dict:
+    """One group's run as the summary shows it: rows, paths, checks, errors, what was decided, warnings."""
+    rows, paths, decided = {}, {}, {}
+    for ev in result.get_asset_materialization_events():
+        meta = ev.materialization.metadata
+        name = ev.asset_key.to_user_string()
+        if "rows" in meta:
+            rows[name] = meta["rows"].value
+        if "path" in meta:
+            paths[name] = str(meta["path"].value)
+        decided[name] = {k: v.value for k, v in meta.items() if k in SUMMARY_KEYS}
+    checks, check_notes = {}, {}
+    for ev in result.get_asset_check_evaluations():
+        key = f"{ev.asset_key.to_user_string()}:{ev.check_name}"
+        checks[key] = "passed" if ev.passed else f"FAILED ({ev.severity.value.lower()})"
+        if not ev.passed and ev.description:
+            check_notes[key] = ev.description
+    errors = [_first_paragraph(ev) for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
+    return {"success": result.success, "run_id": result.run_id, "rows": rows, "checks": checks,
+            "check_notes": check_notes, "errors": errors, "decided": decided,
+            "warnings": decision_warnings(decided), "paths": paths,
+            "llm_usd": float(sum(decided.get(a, {}).get("llm_usd") or 0.0 for a in AGENT_ASSETS)),
+            "seconds": round(time.perf_counter() - t0, 2) if t0 is not None else None,
+            "step_seconds": step_seconds(instance, result.run_id) if instance is not None else {}}
+
+
+# metadata the run summary reads back per group (what was decided)
+SUMMARY_KEYS = {"series", "forecast_units_14d", "implausible_sales_capped", "data_note", "engines", "changed",
+                "changed_up", "changed_down", "avg_change_pct", "expected_margin_uplift_usd",
+                "expected_margin_uplift_pct", "transfers", "units_moved", "shortage_units_avoided",
+                "transfer_cost_usd", "llm_usd", "llm_calls", "llm_fallbacks", "empty_plan_reason"}
+AGENT_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
+
+
+def _first_paragraph(event) -> str:
+    """The message of a failed step without its traceback."""
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    message = error.message if error is not None else (event.message or "")
+    if "DagsterAssetCheckFailedError" in message:
+        return f"{event.step_key}: stopped by the failed blocking check(s) above; nothing downstream was written"
+    return f"{event.step_key}: " + message.strip().split("\n\n")[0].strip()
+
+
+def decision_warnings(decided: dict) -> list[str]:
+    """What a reader of a SUCCESS must still know: LLM steps whose every answer fell back, capped sales rows."""
+    out = []
+    for asset in AGENT_ASSETS:
+        meta = decided.get(asset, {})
+        engines = meta.get("engines") or {}
+        fell_back = sum(v for k, v in engines.items() if "fallback" in k)
+        if fell_back and not engines.get("bedrock"):
+            out.append(f"{asset}: every LLM answer fell back to the numeric engine ({fell_back} rows, "
+                       f"{meta.get('llm_calls', 0)} calls): check the Bedrock endpoint, model access and "
+                       "credentials; the decisions are the local engine's")
+    capped = decided.get("demand_forecast", {}).get("implausible_sales_capped")
+    if capped:
+        out.append(f"demand_forecast: {capped} implausible sales row(s) capped before training "
+                   "(see the forecast_within_series_history check; `retail-dagster validate` names them)")
+    note = decided.get("demand_forecast", {}).get("data_note")
+    if note and note != "ordinary history":
+        out.append(f"demand_forecast: {note}")
+    return out
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:
@@ -125,27 +187,85 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return out
 
 
+def decision_lines(decided: dict) -> list[str]:
+    """Per group, what was decided: forecast, price changes and margin, transfers and shortage avoided, LLM cost."""
+    lines = []
+    fc = decided.get("demand_forecast")
+    if fc:
+        lines.append(f"forecast: {fc.get('series', 0):,} series, {fc.get('forecast_units_14d', 0):,.0f} units over "
+                     "14 days")
+    pr = decided.get("price_recommendations")
+    if pr:
+        lines.append(f"prices: {pr.get('changed', 0)} changed ({pr.get('changed_up', 0)} up, "
+                     f"{pr.get('changed_down', 0)} down, avg {pr.get('avg_change_pct', 0):+.1f}%); expected "
+                     f"14-day margin {pr.get('expected_margin_uplift_usd', 0):+,.2f} USD "
+                     f"({pr.get('expected_margin_uplift_pct', 0):+.2f}%)")
+    tp = decided.get("transfer_plan")
+    if tp:
+        lines.append(f"transfers: {tp.get('transfers', 0)} moving {tp.get('units_moved', 0):,} units, "
+                     f"{tp.get('shortage_units_avoided', 0):,.0f} shortage units avoided, cost "
+                     f"{tp.get('transfer_cost_usd', 0):,.2f} USD"
+                     + (f" ({tp['empty_plan_reason']})" if tp.get("empty_plan_reason") else ""))
+    usd = sum(float(decided.get(a, {}).get("llm_usd", 0) or 0) for a in AGENT_ASSETS)
+    calls = sum(int(decided.get(a, {}).get("llm_calls", 0) or 0) for a in AGENT_ASSETS)
+    fallbacks = sum(int(decided.get(a, {}).get("llm_fallbacks", 0) or 0) for a in AGENT_ASSETS)
+    if calls or fc or pr:
+        lines.append(f"LLM: {usd:.4f} USD, {calls} calls, {fallbacks} fallbacks" if calls else "LLM: off (local engines)")
+    return lines
+
+
 def print_summary(summary: dict) -> None:
     from . import settings
 
-    print(f"\nDaily pipeline for {summary['date']}: {'SUCCESS' if summary['success'] else 'FAILED'}")
+    warned = any(g.get("warnings") for g in summary["groups"].values())
+    status = ("SUCCESS with warnings" if warned else "SUCCESS") if summary["success"] else "FAILED"
+    print(f"\nDaily pipeline for {summary['date']}: {status}")
     for group, g in summary["groups"].items():
         print(f"\n[{group}] run {g['run_id'][:8]} {'ok' if g['success'] else 'FAILED'} in {g['seconds']}s")
-        for name, n in g["rows"].items():
-            print(f"  {name:<24} {n:>10,} rows")
+        for line in decision_lines(g.get("decided", {})):
+            print(f"  {line}")
         failed = {k: v for k, v in g["checks"].items() if v != "passed"}
         print(f"  checks: {len(g['checks']) - len(failed)}/{len(g['checks'])} passed"
-              + "".join(f"\n    {k}: {v}" for k, v in failed.items()))
+              + "".join(f"\n    {k}: {v}" + (f" - {g['check_notes'][k]}" if k in g.get("check_notes", {}) else "")
+                        for k, v in failed.items()))
+        for error in g.get("errors", []):
+            print(f"  error: {error}")
+        for warning in g.get("warnings", []):
+            print(f"  warning: {warning}")
     print(f"\nOutputs: {settings.out_path()}/<asset>/<date>/<sku_group>.parquet")
     print("Open the UI: make ui   (or: DAGSTER_HOME=$PWD/.dagster_home dagster dev -w workspace.yaml), then "
           "http://127.0.0.1:3000")
 
 
+def check_planning_date(date: str) -> str:
+    """The planning day as YYYY-MM-DD if it is a partition; a UserError naming the valid range otherwise."""
+    import pandas as pd
+
+    from .partitions import DATE_DIM, daily_by_group
+
+    try:
+        day = pd.Timestamp(date).strftime("%Y-%m-%d")
+    except (ValueError, TypeError):
+        raise UserError(f"--date {date!r} is not a date: use YYYY-MM-DD") from None
+    dates = daily_by_group.get_partitions_def_for_dimension(DATE_DIM)
+    keys = dates.get_partition_keys()
+    if day not in set(keys):
+        first, last = (keys[0], keys[-1]) if keys else ("-", "-")
+        raise UserError(
+            f"planning date {day} is not a partition: partitions run from {first} to {last} (today in "
+            f"{dates.timezone or 'UTC'}; the daily partition of a day exists from that day on). Data that ends "
+            f"after today (a demo or a test set dated in the future) needs --date within that range.")
+    return day
+
+
 def _cmd_run(args) -> int:
     _configure_env(args)
-    date = args.date or latest_plannable_date()
-    groups = [g.strip() for g in args.groups.split(",")] if args.groups else None
-    summary = run_pipeline(date, groups, log_level="DEBUG" if args.verbose else "WARNING")
+    from .settings import check_settings
+
+    check_settings()
+    date = check_planning_date(args.date or latest_plannable_date())
+    groups = list(dict.fromkeys(g.strip() for g in args.groups.split(",") if g.strip())) if args.groups else None
+    summary = run_pipeline(date, groups, log_level="DEBUG" if args.verbose else "CRITICAL")
     print_summary(summary)
     if args.json:
         print(json.dumps(summary, default=str))
@@ -246,9 +366,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UserError(Exception):
+    """A problem the user can fix (input, settings, arguments): printed as one paragraph, no traceback."""
+
+
+def _user_errors() -> tuple[type, ...]:
+    import dagster as dg
+
+    from .core.contracts import ContractError
+    from .settings import SettingsError
+
+    return (UserError, ContractError, SettingsError, FileNotFoundError, dg.DagsterUnknownPartitionError,
+            dg.DagsterInvalidDefinitionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except Exception as exc:
+        if getattr(args, "verbose", False) or not isinstance(exc, _user_errors()):
+            raise
+        kind = {"ContractError": "invalid input data", "SettingsError": "invalid settings",
+                "FileNotFoundError": "not found"}.get(type(exc).__name__, "cannot run")
+        print(f"ERROR ({kind}): {exc}\n(run again with --verbose for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

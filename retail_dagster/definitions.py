@@ -32,7 +32,8 @@ def build_resources() -> dict:
         "data_source": DataSourceResource(
             kind=settings.source_kind(), path=settings.data_path(), demo_skus=size.n_skus,
             demo_stores=size.n_stores, demo_warehouses=size.n_warehouses, demo_days=size.n_days,
-            demo_seed=size.seed, demo_end_date=size.end_date),
+            demo_seed=size.seed, demo_end_date=size.end_date,
+            max_staleness_days=int(os.environ.get("RETAIL_DAGSTER_MAX_STALENESS_DAYS", "0"))),
         "io_manager": ParquetIOManager(base_path=settings.out_path()),
         "demand_agent": DemandSensingAgent(model_cache_dir=settings.model_cache_path(), bedrock=bedrock),
         "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=settings.model_cache_path()),

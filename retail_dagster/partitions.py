@@ -7,6 +7,7 @@ Partition `2026-03-01|grocery` plans business day 2026-03-01 for the grocery gro
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import dagster as dg
@@ -39,8 +40,20 @@ def partition_setup() -> tuple[str, tuple[str, ...]]:
     if start_override:
         start = pd.Timestamp(start_override)
     if groups_override:
-        groups = tuple(g.strip() for g in groups_override.split(",") if g.strip())
-    return start.strftime("%Y-%m-%d"), groups
+        groups = tuple(dict.fromkeys(g.strip() for g in groups_override.split(",") if g.strip()))
+    return start.strftime("%Y-%m-%d"), usable_groups(groups)
+
+
+def usable_groups(groups) -> tuple[str, ...]:
+    """The groups that can be partition keys; the others are left out with a warning (`validate` rejects them),
+    so one badly named group never stops the definitions, and so every other group, from loading."""
+    from .core.contracts import GROUP_NAME_RULE, is_valid_group_name
+
+    bad = [g for g in groups if not is_valid_group_name(g)]
+    if bad:
+        logging.getLogger("retail_dagster").warning(
+            "SKU group(s) %s left out of the partitions: %s. Rename them in the catalog.", bad, GROUP_NAME_RULE)
+    return tuple(g for g in groups if is_valid_group_name(g))
 
 
 def build_partitions_def() -> dg.MultiPartitionsDefinition:

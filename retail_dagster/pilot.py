@@ -127,14 +127,15 @@ def arm_definitions(arm: str):
 
 
 def _decisions(summary_group: dict, io_manager, date: str, group: str, asset: str) -> pd.DataFrame | None:
-    """The asset's value for the partition if this run materialized it and none of its blocking checks failed."""
+    """The asset's value for the partition if this run published it: the day is published whole, only when every
+    blocking check of the run passed; otherwise the world gets no decision from the group (prices held, nothing
+    shipped)."""
     from .partitions import partition_key
 
-    if asset not in summary_group["rows"]:
+    key = partition_key(date, group)
+    if asset not in summary_group["rows"] or io_manager.published_runs(key).get(asset) != summary_group["run_id"]:
         return None
-    if any(k.startswith(f"{asset}:") and v.startswith("FAILED (error)") for k, v in summary_group["checks"].items()):
-        return None
-    return io_manager.load_stored(asset, partition_key(date, group))
+    return io_manager.load_stored(asset, key)
 
 
 def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:

@@ -9,6 +9,7 @@
 | RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | 200 / 6 / 1 / 730 / 7 / 2026-11-24 | demo size |
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
+| RETAIL_DAGSTER_MAX_STALENESS_DAYS | 0 | freshness tolerance: sales and inventory may end this many days before D-1 |
 | AWS_ENDPOINT_URL_S3 | unset | S3 endpoint (moto or MinIO in tests and dev) |
 | RETAIL_DAGSTER_METADATA_CHARTS | 1 | 0 = no PNG charts in asset metadata (the pilot's many runs need none) |
 """
@@ -69,3 +70,64 @@ def audit_path() -> str:
 def metadata_charts() -> bool:
     """Whether assets attach PNG charts to their metadata (they cost a few hundred ms per run)."""
     return os.environ.get("RETAIL_DAGSTER_METADATA_CHARTS", "1") != "0"
+
+
+class SettingsError(ValueError):
+    """Settings (environment variables) that cannot work: raised before any asset writes anything."""
+
+
+_INT_SETTINGS = {"RETAIL_DAGSTER_DEMO_SKUS": 1, "RETAIL_DAGSTER_DEMO_STORES": 1, "RETAIL_DAGSTER_DEMO_WAREHOUSES": 0,
+                 "RETAIL_DAGSTER_DEMO_DAYS": MIN_HISTORY_DAYS + 1, "RETAIL_DAGSTER_DEMO_SEED": 0,
+                 "RETAIL_DAGSTER_MAX_STALENESS_DAYS": 0}  # name -> smallest allowed value
+
+
+def settings_problems(env: dict | None = None) -> list[str]:
+    """Every problem with the environment settings, each naming the variable, its value and what it must be."""
+    env = dict(os.environ if env is None else env)
+    problems = []
+    for agent in ("demand", "pricing", "rebalancing"):
+        name = f"RETAIL_DAGSTER_{agent.upper()}_ENGINE"
+        value = env.get(name)
+        if value and value.strip().lower() not in ("local", "bedrock"):
+            problems.append(f"{name}={value!r} must be 'local' or 'bedrock'")
+    kind = env.get("RETAIL_DAGSTER_SOURCE")
+    if kind and kind not in ("demo", "files", "m5"):
+        problems.append(f"RETAIL_DAGSTER_SOURCE={kind!r} must be 'demo', 'files' or 'm5'")
+    for name, low in _INT_SETTINGS.items():
+        value = env.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            ok = int(value) >= low
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{name}={value!r} must be a whole number >= {low}")
+    for name in ("RETAIL_DAGSTER_START_DATE", "RETAIL_DAGSTER_DEMO_END_DATE"):
+        value = env.get(name)
+        if value:
+            try:
+                import pandas as pd
+
+                pd.Timestamp(value)
+            except (ValueError, TypeError):
+                problems.append(f"{name}={value!r} must be a date (YYYY-MM-DD)")
+    dry = env.get("RETAIL_DAGSTER_LLM_DRY_RUN")
+    if dry not in (None, "", "0", "1"):
+        problems.append(f"RETAIL_DAGSTER_LLM_DRY_RUN={dry!r} must be 0 or 1")
+    groups = env.get("RETAIL_DAGSTER_GROUPS")
+    if groups:
+        from .core.contracts import GROUP_NAME_RULE, is_valid_group_name
+
+        bad = [g.strip() for g in groups.split(",") if g.strip() and not is_valid_group_name(g.strip())]
+        if bad:
+            problems.append(f"RETAIL_DAGSTER_GROUPS names {bad}: {GROUP_NAME_RULE}")
+    return problems
+
+
+def check_settings(env: dict | None = None) -> None:
+    """Raise SettingsError (one paragraph naming every bad variable) when a setting cannot work."""
+    problems = settings_problems(env)
+    if problems:
+        raise SettingsError(f"{len(problems)} settings problem(s): " + "; ".join(problems)
+                            + ". Fix the environment and run again; nothing was written.")

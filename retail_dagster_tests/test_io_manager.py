@@ -96,7 +96,10 @@ def test_s3_materialize_writes_documented_keys_and_reads_back(moto_server, s3_cl
     assert result.success
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
     assert keys == {"out/demand_forecast/2026-03-02/grocery.parquet",
-                    "out/price_recommendations/2026-03-02/grocery.parquet"}
+                    "out/price_recommendations/2026-03-02/grocery.parquet",
+                    "out/_published/2026-03-02/grocery.json"}  # the day's manifest: which run made each file
+    # written with the same server-side encryption header as the audit trail
+    assert {s3_client.head_object(Bucket=s3_bucket, Key=k).get("ServerSideEncryption") for k in keys} == {"AES256"}
     # read back through the IO manager itself
     ctx = dg.build_input_context(asset_key=dg.AssetKey("demand_forecast"), partition_key=KEY,
                                  asset_partitions_def=by_group)

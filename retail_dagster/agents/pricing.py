@@ -1,6 +1,7 @@
 """Dynamic-pricing agent: elasticity-based price optimisation inside the guardrails and, when switched on, an
 LLM that chooses among the guardrail-compliant candidates; whatever it chooses passes the guardrails again."""
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -14,7 +15,9 @@ from pydantic import Field
 from ..core.asof import PlanningInputs
 from ..core.costs import empty_usage
 from ..core.elasticity import estimate_elasticities
+from ..core.fingerprint import window_fingerprint
 from ..core.forecasting import anchor_date
+from ..core.plausibility import cap_outliers, explained_days
 from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations
 from ..core.pricing import PricingSettings, price_candidates, recommend_prices
 from ..resources.bedrock import BedrockResource
@@ -42,6 +45,8 @@ class PricingAgent(dg.ConfigurableResource):
     target_cover_days: float = Field(default=28.0, description="stock beyond this many days of demand is excess")
     max_changed_share: float = Field(default=0.35, description="warn when more SKU-locations change price")
     max_at_bound_share: float = Field(default=0.25, description="warn when more changes sit at the max bound")
+    cap_outliers: bool = Field(default=True, description="cap implausible sales days (as the demand agent does) "
+                                                         "before estimating elasticities")
 
     def guardrails(self) -> GuardrailSettings:
         return GuardrailSettings(max_daily_change_pct=self.max_daily_change_pct,
@@ -60,7 +65,13 @@ class PricingAgent(dg.ConfigurableResource):
         anchor = anchor_date(inputs.date, self.reestimate_every_days)
         path = None
         if self.cache_dir:
-            key = hashlib.sha1(f"{source_identity}|{self.settings().elasticity}".encode()).hexdigest()[:10]
+            # keyed by the content of the estimation window, so changed inputs re-estimate
+            lookback = (self.settings().elasticity.history_days or 3650) + 1
+            content = window_fingerprint({"sales": inputs.sales, "inventory": inputs.inventory_history,
+                                          "events": inputs.events, "catalog": inputs.catalog,
+                                          "locations": inputs.locations},
+                                         anchor - pd.Timedelta(days=lookback), anchor, f"cap={self.cap_outliers}")
+            key = hashlib.sha1(f"{source_identity}|{self.settings().elasticity}|{content}".encode()).hexdigest()[:10]
             path = os.path.join(self.cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
             if os.path.exists(path):
                 return pd.read_parquet(path)
@@ -80,6 +91,9 @@ class PricingAgent(dg.ConfigurableResource):
         """(recommendations, LLM usage). The LLM, when on, picks among compliant candidates; the guardrails run
         again on its pick, so nothing it says can leave the hard bounds."""
         s = self.settings()
+        if self.cap_outliers:
+            explained = explained_days(inputs.sales, inputs.events, inputs.locations)
+            inputs = dataclasses.replace(inputs, sales=cap_outliers(inputs.sales, explained=explained)[0])
         elasticities = self.elasticities(inputs, source_identity)
         recs = recommend_prices(inputs, forecast, s, elasticities)
         if self.bedrock is None or self.bedrock.engine_for("pricing") != "bedrock" or recs.empty:

@@ -34,9 +34,11 @@ _SENT = {"fc": "fc_per_day", "act7": "recent_actual_per_day", "fc7": "recent_for
 
 def _check(answer: dict, item: dict):
     m = float(answer["m"])
-    clamped = not (MIN_ADJ <= m <= MAX_ADJ)
-    return {"m": float(np.clip(m, MIN_ADJ, MAX_ADJ)), "r": str(answer.get("r", ""))[:80],
-            "clamped": clamped}, None
+    if not (MIN_ADJ <= m <= MAX_ADJ):
+        # an answer outside the bounds it was given is not a decision to soften: the row falls back to the engine
+        # (counted as a fallback), instead of a clamped value passed off as the model's choice
+        return None, f"multiplier {m:g} outside [{MIN_ADJ:g}, {MAX_ADJ:g}]"
+    return {"m": m, "r": str(answer.get("r", ""))[:80], "clamped": False}, None
 
 
 TASK = LLMTask(
@@ -63,7 +65,7 @@ TASK = LLMTask(
                        "r": {"type": "string", "maxLength": 80}},
         "required": ["i", "m", "r"],
     },
-    # bounds are asked for but not rejected: out-of-bound multipliers are clamped and flagged
+    # bounds are asked for and checked in _check: an out-of-bound multiplier falls back for its row
     validation_item_schema={
         "type": "object",
         "properties": {"i": {"type": "integer"}, "m": {"type": "number"}, "r": {"type": "string"}},

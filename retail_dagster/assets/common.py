@@ -6,9 +6,21 @@ import pandas as pd
 from ..core.asof import PlanningInputs
 from ..core.costs import agent_costs
 from ..core.fingerprint import fingerprints
+from ..checks import readable
 from ..resources.audit import AuditSink
 
 USAGE_METADATA_KEY = "llm_usage"
+
+
+def num(x: float) -> dg.MetadataValue:
+    """Float metadata, rounded for reading (the frames keep full precision)."""
+    return dg.MetadataValue.float(readable(x))
+
+
+def engine_counts(frame: pd.DataFrame) -> dg.MetadataValue:
+    """Rows per engine (local, bedrock, local_fallback): a run whose LLM answers all fell back is visible."""
+    counts = frame["engine"].astype(str).value_counts() if "engine" in frame.columns and len(frame) else {}
+    return dg.MetadataValue.json({str(k): int(v) for k, v in dict(counts).items()})
 
 
 def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> dict:
@@ -17,10 +29,10 @@ def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations
     row = costs[costs["agent"] == agent]
     meta = {USAGE_METADATA_KEY: dg.MetadataValue.json(row.to_dict("records"))}
     if len(row):
-        meta["llm_usd"] = dg.MetadataValue.float(float(row["usd"].sum()))
+        meta["llm_usd"] = num(float(row["usd"].sum()))
         meta["llm_calls"] = dg.MetadataValue.int(int(row["calls"].sum()))
         meta["llm_fallbacks"] = dg.MetadataValue.int(int(row["fallbacks"].sum()))
-        meta["llm_usd_per_sku"] = dg.MetadataValue.float(float(row["usd_per_sku"].sum()))
+        meta["llm_usd_per_sku"] = num(float(row["usd_per_sku"].sum()))
     return meta
 
 
@@ -76,6 +88,15 @@ def write_audit(context, audit: AuditSink, asset: str, inputs: PlanningInputs, r
         **(extra or {}),
     }
     return audit.write_records(asset, inputs.date, inputs.sku_group, context.run_id, records, ctx)
+
+
+def blocking_checks_passed(results: list, specs: list) -> dict:
+    """Output metadata telling the IO manager whether the asset's blocking checks passed: when one failed, the
+    run's decisions are not published (the previous complete day stays in place)."""
+    from ..resources.io_manager import BLOCKING_CHECKS_PASSED
+
+    blocking = {s.name for s in specs if s.blocking}
+    return {BLOCKING_CHECKS_PASSED: dg.MetadataValue.bool(all(r.passed for r in results if r.check_name in blocking))}
 
 
 def check_outcomes(results: list) -> dict:

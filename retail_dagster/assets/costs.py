@@ -5,7 +5,7 @@ import pandas as pd
 
 from ..core.costs import AGENT_COST_COLUMNS, AGENTS, daily_rollup
 from ..partitions import DATE_DIM, daily_by_group, split_partition
-from ..checks import _md_table
+from ..checks import _md_table, readable
 from .common import USAGE_METADATA_KEY
 
 COSTS_GROUP = "costs"
@@ -23,13 +23,13 @@ def _latest_usage(instance, asset: str, partition: str) -> list[dict]:
 
 
 def _cost_metadata(frame: pd.DataFrame) -> dict:
-    meta = {"usd_total": dg.MetadataValue.float(float(frame["usd"].sum())),
+    meta = {"usd_total": dg.MetadataValue.float(readable(frame["usd"].sum())),
             "calls": dg.MetadataValue.int(int(frame["calls"].sum())),
             "fallbacks": dg.MetadataValue.int(int(frame["fallbacks"].sum())),
             "table": _md_table(frame)}
     for agent in AGENTS:
         rows = frame[frame["agent"] == agent]
-        meta[f"usd_per_sku_{agent}"] = dg.MetadataValue.float(float(rows["usd_per_sku"].sum()))
+        meta[f"usd_per_sku_{agent}"] = dg.MetadataValue.float(readable(rows["usd_per_sku"].sum()))
     return meta
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 from .. import settings
 from ..agents.demand import DemandSensingAgent
 from ..checks import DEMAND_CHECKS, _md_table, forecast_check_results
+from ..core.plausibility import describe_outliers
 from ..core.plots import forecast_band_png, png_markdown
 from ..partitions import daily_by_group
 from ..core.metrics import score_forecasts
@@ -15,7 +16,7 @@ from ..partitions import partition_key, split_partition
 from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
 from ..resources.io_manager import ParquetIOManager
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, engine_counts, num, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 DEMAND_GROUP = "demand"
@@ -35,19 +36,22 @@ def forecast_summary(forecast: pd.DataFrame, inputs, info: dict) -> dict:
     meta = {
         "rows": dg.MetadataValue.int(len(forecast)),
         "series": dg.MetadataValue.int(int(len(per_series))),
-        "forecast_units_14d": dg.MetadataValue.float(float(forecast["mean"].sum())),
+        "forecast_units_14d": num(float(forecast["mean"].sum())),
+        "engines": engine_counts(forecast),
         "model_mix": dg.MetadataValue.json(info.get("model_mix", {})),
         "model_anchor": dg.MetadataValue.text(str(info.get("anchor"))),
         "trained_now": dg.MetadataValue.bool(bool(info.get("trained_now"))),
-        "train_seconds": dg.MetadataValue.float(float(info.get("train_seconds") or 0.0)),
-        "predict_seconds": dg.MetadataValue.float(float(info.get("predict_seconds") or 0.0)),
+        "train_seconds": num(float(info.get("train_seconds") or 0.0)),
+        "predict_seconds": num(float(info.get("predict_seconds") or 0.0)),
+        "implausible_sales_capped": dg.MetadataValue.int(int(len(info.get("outliers", [])))),
+        "data_note": dg.MetadataValue.text(info.get("data_note") or "ordinary history"),
         "biggest_movers": _md_table(movers[["sku_id", "location_id", "last_28d_per_14d", "forecast_14d", "change"]]),
     }
     ch = info.get("check_holdout", {})
     if ch.get("engine_wape") is not None:
-        meta["holdout_wape"] = dg.MetadataValue.float(float(ch["engine_wape"]))
+        meta["holdout_wape"] = num(float(ch["engine_wape"]))
     if ch.get("seasonal_naive_wape") is not None:
-        meta["holdout_wape_seasonal_naive"] = dg.MetadataValue.float(float(ch["seasonal_naive_wape"]))
+        meta["holdout_wape_seasonal_naive"] = num(float(ch["seasonal_naive_wape"]))
     if len(top) and settings.metadata_charts():
         png = forecast_band_png(inputs.sales, forecast, list(zip(top["sku_id"], top["location_id"])))
         meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
@@ -80,15 +84,27 @@ def demand_forecast(context: dg.AssetExecutionContext, demand_agent: DemandSensi
     forecast, info, usage = demand_agent.forecast(inputs, data_source.identity())
     context.log.info(f"forecast {info['series']} series; model anchor {info['anchor']} "
                      f"({'trained now' if info['trained_now'] else 'cached'})")
+    outliers = info["outliers"]
+    if info.get("data_note"):
+        context.log.warning(f"{inputs.sku_group}: {info['data_note']}")
+    if len(outliers):
+        context.log.warning(f"{describe_outliers(outliers)}; "
+                            + ("capped before training" if info["outliers_capped"] else "NOT capped (cap_outliers off)"))
     results = list(forecast_check_results(forecast, inputs, info["expected_series"], info["check_holdout"],
-                                          demand_agent.spike_factor))
+                                          demand_agent.spike_factor, ceiling=info["series_ceiling"],
+                                          block_factor=demand_agent.history_block_factor, outliers=outliers))
     n_series = int(info["series"])
     write_audit(context, audit, "demand_forecast", inputs, forecast_decisions(forecast),
                 engine=",".join(sorted(forecast["engine"].astype(str).unique())) if len(forecast) else "local",
                 model=json.dumps(info.get("model_mix", {})), usage=usage, checks=check_outcomes(results),
-                extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through")})
+                extra={"model_anchor": info.get("anchor"), "trained_through": info.get("trained_through"),
+                       "training_fingerprint": info.get("training_fingerprint"),
+                       "data_note": info.get("data_note", ""),
+                       "implausible_sales": outliers.astype({"date": str}).to_dict("records")[:50]
+                       if len(outliers) else []})
     meta = forecast_summary(forecast, inputs, info)
     meta.update(usage_metadata("demand", usage, inputs.catalog["sku_id"].nunique(), n_series))
+    meta.update(blocking_checks_passed(results, DEMAND_CHECKS))
     yield dg.Output(forecast, metadata=meta)
     yield from results
 
@@ -154,10 +170,10 @@ def forecast_accuracy(context: dg.AssetExecutionContext, sales_history: pd.DataF
     if len(full):
         r = full.iloc[0]
         for key in ("wape_daily", "wape_14d", "bias", "coverage_p10_p90"):
-            meta[f"realized_{key}"] = dg.MetadataValue.float(float(r[key]))
+            meta[f"realized_{key}"] = num(float(r[key]))
     elif len(scores):
         r = scores.iloc[0]
-        meta["realized_wape_daily"] = dg.MetadataValue.float(float(r["wape_daily"]))
+        meta["realized_wape_daily"] = num(float(r["wape_daily"]))
         meta["note"] = dg.MetadataValue.text(f"oldest forecast scored covers {int(r['days_realized'])} realized days")
     else:
         meta["note"] = dg.MetadataValue.text("no earlier forecasts stored yet for this group")

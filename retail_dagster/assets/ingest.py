@@ -4,6 +4,7 @@
 import dagster as dg
 import pandas as pd
 
+from ..checks import INGEST_CHECKS, freshness_result
 from ..core.asof import PlanningInputs, planning_inputs
 from ..core.fingerprint import frame_fingerprint
 from ..partitions import daily_by_group, split_partition
@@ -44,6 +45,7 @@ def _summary(frame: pd.DataFrame) -> dict:
                             tags={"layer": "ingest"}, is_required=True)
           for name, (_, desc) in INGEST_OUTPUTS.items()},
     partitions_def=daily_by_group,
+    check_specs=INGEST_CHECKS,
     can_subset=False,
     name="planning_inputs",
     backfill_policy=dg.BackfillPolicy.multi_run(1),
@@ -52,8 +54,15 @@ def _summary(frame: pd.DataFrame) -> dict:
 def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataSourceResource):
     """Read and validate the input tables once, then slice them to what was known at the start of the day.
 
-    A data contract error fails this step, so nothing downstream is written for the partition.
+    A data contract error fails this step, so nothing downstream is written for the partition; so does input
+    that ends before the day before the planning day (the blocking `inputs_are_current` check).
     """
+    from ..settings import SettingsError, check_settings
+
+    try:  # the first step of every run: bad settings stop it before anything is written
+        check_settings()
+    except SettingsError as exc:
+        raise dg.Failure(description=str(exc)) from None
     date, group = split_partition(context)
     tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days))
     inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
@@ -62,6 +71,7 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     for name, (attr, _) in INGEST_OUTPUTS.items():
         frame = getattr(inputs, attr)
         yield dg.Output(frame, output_name=name, metadata=_summary(frame))
+    yield freshness_result(inputs, data_source.max_staleness_days)
 
 
 def inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,

@@ -9,7 +9,7 @@ from ..checks import PRICE_CHECKS, _md_table, price_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
 from ..resources.data_source import DataSourceResource
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, engine_counts, num, start_audit, usage_metadata, write_audit
 from .ingest import inputs_from_assets
 
 PRICING_GROUP = "pricing"
@@ -26,13 +26,16 @@ def price_summary(recs: pd.DataFrame) -> dict:
     return {
         "rows": dg.MetadataValue.int(len(recs)),
         "changed": dg.MetadataValue.int(int(changed.sum())),
-        "avg_change_pct": dg.MetadataValue.float(float(recs.loc[changed, "change_pct"].mean()) if changed.any() else 0.0),
-        "expected_margin_current_usd": dg.MetadataValue.float(float(cur)),
-        "expected_margin_recommended_usd": dg.MetadataValue.float(float(rec)),
-        "expected_margin_uplift_pct": dg.MetadataValue.float(float((rec / cur - 1) * 100) if cur else 0.0),
+        "changed_up": dg.MetadataValue.int(int((recs["change_pct"] > 1e-9).sum())),
+        "changed_down": dg.MetadataValue.int(int((recs["change_pct"] < -1e-9).sum())),
+        "avg_change_pct": num(float(recs.loc[changed, "change_pct"].mean()) if changed.any() else 0.0),
+        "expected_margin_current_usd": num(float(cur)),
+        "expected_margin_recommended_usd": num(float(rec)),
+        "expected_margin_uplift_usd": num(float(rec - cur)),
+        "expected_margin_uplift_pct": num(float((rec / cur - 1) * 100) if cur else 0.0),
         "clamped": dg.MetadataValue.int(int(recs["clamped"].astype(bool).sum())),
         "reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
-        "engines": dg.MetadataValue.json({str(k): int(v) for k, v in recs["engine"].value_counts().items()}),
+        "engines": engine_counts(recs),
         "largest_changes": _md_table(largest[["sku_id", "location_id", "current_price", "recommended_price",
                                               "change_pct", "elasticity", "days_of_cover", "reason"]]),
     }
@@ -73,5 +76,6 @@ def price_recommendations(context: dg.AssetExecutionContext, pricing_agent: Pric
                     "category_overrides": dict(pricing_agent.category_overrides)}})
     meta = price_summary(recs)
     meta.update(usage_metadata("pricing", usage, inputs.catalog["sku_id"].nunique(), len(recs)))
+    meta.update(blocking_checks_passed(results, PRICE_CHECKS))
     yield dg.Output(recs, metadata=meta)
     yield from results

@@ -7,7 +7,7 @@ from ..agents.rebalancing import RebalancingAgent
 from ..checks import TRANSFER_CHECKS, _md_table, transfer_check_results
 from ..partitions import daily_by_group
 from ..resources.audit import AuditSink
-from .common import check_outcomes, start_audit, usage_metadata, write_audit
+from .common import blocking_checks_passed, check_outcomes, engine_counts, num, start_audit, usage_metadata, write_audit
 from .ingest import partial_inputs
 
 REBALANCING_GROUP = "rebalancing"
@@ -17,11 +17,10 @@ def plan_summary(plan: pd.DataFrame, info: dict) -> dict:
     meta = {
         "transfers": dg.MetadataValue.int(len(plan)),
         "units_moved": dg.MetadataValue.int(int(plan["units"].sum()) if len(plan) else 0),
-        "transfer_cost_usd": dg.MetadataValue.float(float(plan["cost"].sum()) if len(plan) else 0.0),
-        "shortage_units_avoided": dg.MetadataValue.float(
-            float(plan["shortage_units_avoided"].sum()) if len(plan) else 0.0),
-        "overstock_units_relieved": dg.MetadataValue.float(
-            float(plan["overstock_units_relieved"].sum()) if len(plan) else 0.0),
+        "transfer_cost_usd": num(float(plan["cost"].sum()) if len(plan) else 0.0),
+        "shortage_units_avoided": num(float(plan["shortage_units_avoided"].sum()) if len(plan) else 0.0),
+        "overstock_units_relieved": num(float(plan["overstock_units_relieved"].sum()) if len(plan) else 0.0),
+        "engines": engine_counts(plan),
         "solver": dg.MetadataValue.text(f"{info.get('solver', info.get('engine', ''))}: {info.get('solver_status', '')}"),
         "largest_moves": _md_table(plan.nlargest(10, "units")[
             ["sku_id", "from_location", "to_location", "units", "cost", "shortage_units_avoided", "reason"]]
@@ -30,7 +29,7 @@ def plan_summary(plan: pd.DataFrame, info: dict) -> dict:
     for key in ("saving_usd", "objective_usd", "objective_without_plan_usd", "gap_vs_relaxation_pct", "mip_gap",
                 "seconds"):
         if isinstance(info.get(key), (int, float)):
-            meta[key] = dg.MetadataValue.float(float(info[key]))
+            meta[key] = num(float(info[key]))
     if not len(plan):
         meta["empty_plan_reason"] = dg.MetadataValue.text(str(info.get("why_empty", "no transfer improves the objective")))
     return meta
@@ -70,5 +69,6 @@ def transfer_plan(context: dg.AssetExecutionContext, rebalancing_agent: Rebalanc
     meta = plan_summary(plan, info)
     n_sku_locations = int(demand_forecast[["sku_id", "location_id"]].drop_duplicates().shape[0])
     meta.update(usage_metadata("rebalancing", usage, inputs.catalog["sku_id"].nunique(), n_sku_locations))
+    meta.update(blocking_checks_passed(results, TRANSFER_CHECKS))
     yield dg.Output(plan, metadata=meta)
     yield from results

@@ -8,6 +8,7 @@ names the table, the file, the column, how many rows are affected and a few exam
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -356,6 +357,31 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
     if problems and raise_errors:
         raise ContractError(problems)
     return out, problems
+
+
+# SKU groups become partition keys (Dagster forbids | , [ ] in them) and path segments of the output layout
+# (no slashes, no '..'): a group name is 1-64 letters, digits, '_', '-', '.' or spaces, starting with a letter or
+# digit.
+GROUP_NAME_RULE = ("a SKU group name must be 1-64 characters: letters, digits, '_', '-', '.' or spaces, starting "
+                   "with a letter or digit and without '..' (it becomes a Dagster partition key and a folder name; "
+                   "'|', ',', '[', ']', '/' are not allowed)")
+_GROUP_NAME = re.compile(r"^\w[\w .-]{0,63}$")
+
+
+def is_valid_group_name(name: str) -> bool:
+    name = str(name)
+    return bool(_GROUP_NAME.match(name)) and ".." not in name and name == name.strip()
+
+
+def group_name_problems(catalog: pd.DataFrame, file: str = "<memory>") -> list[Problem]:
+    """One Problem naming every SKU group of the catalog that cannot be a partition key, with the rule."""
+    groups = catalog["sku_group"].dropna().astype(str)
+    bad = ~groups.map(is_valid_group_name).to_numpy()
+    if not bad.any():
+        return []
+    names = sorted(set(groups[bad]))
+    return [Problem("catalog", file, "sku_group", f"invalid SKU group name(s) {names}: {GROUP_NAME_RULE}",
+                    int(bad.sum()), _examples(catalog, bad, ["sku_id", "sku_group"]))]
 
 
 def foreign_keys(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], pd.Index]:

@@ -47,4 +47,25 @@ def fingerprints(frames: Mapping[str, pd.DataFrame | None]) -> dict[str, str]:
     return {name: frame_fingerprint(frame) for name, frame in frames.items() if frame is not None}
 
 
-__all__ = ["frame_fingerprint", "fingerprints"]
+def window_fingerprint(tables: Mapping[str, pd.DataFrame | None], start, end, extra: str = "") -> str:
+    """One sha256 over what a model trained on [start, end) saw: rows dated in the window (`date`), rows whose
+    [start_date, end_date] overlaps it, undated tables whole, plus `extra` (the model's settings).
+
+    Keys caches (trained forecast models, elasticities) by content, so a changed input retrains while the days of
+    one retraining week, whose new rows all fall after `end`, keep sharing one model.
+    """
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    digest = hashlib.sha256(extra.encode("utf-8"))
+    for name in sorted(tables):
+        frame = tables[name]
+        if frame is None:
+            continue
+        if "date" in frame.columns:
+            frame = frame[(frame["date"] >= start) & (frame["date"] < end)]
+        elif "start_date" in frame.columns and "end_date" in frame.columns:
+            frame = frame[(frame["start_date"] < end) & (frame["end_date"] >= start)]
+        digest.update(f"\x1c{name}\x1c{frame_fingerprint(frame)}".encode())
+    return digest.hexdigest()
+
+
+__all__ = ["frame_fingerprint", "fingerprints", "window_fingerprint"]

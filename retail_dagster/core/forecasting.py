@@ -516,7 +516,7 @@ class DemandForecaster:
                 keep &= ~cens
             self.info["train_rows"] = int(keep.sum())
             self.info["dropped_stockout_rows"] = int((cens & X["lag28"].notna().to_numpy()).sum())
-            if keep.sum() >= 500:
+            if keep.sum() >= 500 and X["y"].to_numpy()[keep].sum() > 0:  # all-zero labels: Tweedie cannot fit
                 fcst.fit_models(X.loc[keep, feats], X["y"].to_numpy()[keep])
                 self.fcst = fcst
             del X

@@ -40,7 +40,29 @@ def _read_bytes(data: bytes, name: str) -> pd.DataFrame:
 
 def find_table_files(path: str, s3_client: Any = None) -> dict[str, str]:
     """Map table name -> file (Parquet preferred over CSV) in a local folder or an s3:// prefix."""
+    return _table_files(_file_names(path, s3_client))
+
+
+def _table_files(names: dict[str, str]) -> dict[str, str]:
     found: dict[str, str] = {}
+    for t in TABLE_NAMES:
+        for ext in (".parquet", ".csv"):
+            if t + ext in names:
+                found[t] = names[t + ext]
+                break
+    return found
+
+
+def duplicate_table_problems(names: dict[str, str]) -> list[Problem]:
+    """A table present twice (catalog.parquet and catalog.csv): which one is meant is not ours to guess."""
+    return [Problem(t, names[t + ".parquet"], "*",
+                    f"two copies of the table: {t}.parquet and {t}.csv; keep one (they may differ, and only the "
+                    "Parquet file would be read)")
+            for t in TABLE_NAMES if t + ".parquet" in names and t + ".csv" in names]
+
+
+def _file_names(path: str, s3_client: Any = None) -> dict[str, str]:
+    """{file name: full path} of the files directly under a local folder or an s3:// prefix."""
     if is_s3(path):
         client = s3_client or make_s3_client()
         bucket, prefix = split_s3(path)
@@ -54,12 +76,7 @@ def find_table_files(path: str, s3_client: Any = None) -> dict[str, str]:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"data folder not found: {path}")
         names = {f: os.path.join(path, f) for f in os.listdir(path)}
-    for t in TABLE_NAMES:
-        for ext in (".parquet", ".csv"):
-            if t + ext in names:
-                found[t] = names[t + ext]
-                break
-    return found
+    return names
 
 
 # fact tables keyed by SKU: a SKU-group slice reads only its SKUs' rows (Parquet row groups are pruned)
@@ -120,9 +137,12 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
     With `sku_group`, the SKU-keyed fact tables hold only that group's SKUs (the catalog stays whole): what one
     partition needs, read without loading the other groups. With `since`, dated tables start on that day.
     """
-    files = find_table_files(path, s3_client)
+    names = _file_names(path, s3_client)
+    files = _table_files(names)
     raw: dict[str, pd.DataFrame] = {}
-    problems: list[Problem] = []
+    problems: list[Problem] = duplicate_table_problems(names)
+    if problems:
+        raise ContractError(problems)
     skus = None
     if sku_group is not None and "catalog" in files:
         catalog = read_raw_table(files["catalog"], s3_client)

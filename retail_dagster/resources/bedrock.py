@@ -204,6 +204,13 @@ class BedrockResource(dg.ConfigurableResource):
     _count_tokens_unsupported: set = PrivateAttr(default_factory=set)
     _tool_modes: dict = PrivateAttr(default_factory=dict)
 
+    def setup_for_execution(self, context) -> None:
+        # engine switches are read from the environment at decision time: check them when the run starts (before
+        # any asset writes), so a typo such as RETAIL_DAGSTER_PRICING_ENGINE=bedrok stops the run, not a step
+        from ..settings import check_settings
+
+        check_settings()
+
     # -- settings helpers ---------------------------------------------------------------------
     def model_for(self, agent: str) -> str:
         _check_agent(agent)

@@ -60,12 +60,29 @@ class DataSourceResource(dg.ConfigurableResource):
                     "window (364 d + 14 d holdout + 70 d of lags) plus a week, so any day of a retraining week "
                     "trains the same model")
 
+    max_staleness_days: int = Field(
+        default=0, description="freshness: sales and inventory may end this many days before the day before the "
+                               "planning day (0 = they must reach D-1); env RETAIL_DAGSTER_MAX_STALENESS_DAYS")
+
     def _key(self) -> tuple:
+        # the per-process table cache must not outlive the files: stamp it with their mtimes (local) or ETags (S3)
         stamp = ()
-        if self.kind == "files" and not self.path.startswith("s3://") and os.path.isdir(self.path):
-            stamp = tuple(sorted((f, os.path.getmtime(os.path.join(self.path, f))) for f in os.listdir(self.path)))
+        if self.kind in ("files", "m5") and not self.path.startswith("s3://") and os.path.isdir(self.path):
+            stamp = tuple(sorted((f, os.path.getmtime(os.path.join(self.path, f)), os.path.getsize(os.path.join(
+                self.path, f))) for f in os.listdir(self.path)))
+        elif self.kind == "files" and self.path.startswith("s3://"):
+            stamp = self._s3_stamp()
         return (self.kind, os.path.abspath(self.path) if "://" not in self.path else self.path, self.demo_skus,
                 self.demo_stores, self.demo_warehouses, self.demo_days, self.demo_seed, self.demo_end_date, stamp)
+
+    def _s3_stamp(self) -> tuple:
+        from ..core.loading import split_s3
+
+        bucket, prefix = split_s3(self.path)
+        pages = self._s3_client().get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=(prefix + "/") if prefix else "")
+        return tuple(sorted((o["Key"], o.get("ETag", ""), o.get("Size", 0)) for p in pages
+                            for o in p.get("Contents", [])))
 
     def identity(self) -> str:
         """A stable description of the data set (kind, path, demo parameters): keys caches such as trained models."""

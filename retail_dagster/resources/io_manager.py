@@ -5,6 +5,11 @@ Layout (see docs/audit.md):
     <base>/<asset>/<partition_key>.parquet       single-dimension partitions
     <base>/<asset>.parquet                       unpartitioned
 Small dict/list values are stored as `.json` at the same place.
+
+A day is published whole: the decision assets of a partition (DAY_ASSETS) are first written under
+`<base>/.runs/<run_id>/`, read from there by the rest of the run, and moved to their published place together when
+the run's last decision step succeeds with its blocking checks passed. A run killed or blocked half way leaves the
+previous complete day in place; `<base>/_published/<date>/<sku_group>.json` names the run behind each file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from ..core.files import TMP_PREFIX, atomic_write_local  # noqa: F401  (TMP_PREF
 from ..core.loading import is_s3, make_s3_client, split_s3
 
 PARQUET, JSON = ".parquet", ".json"
+# the decisions of one day, in pipeline order: published together, never mixed across runs
+DAY_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
+STAGING, PUBLISHED, SUPERSEDED = ".runs", "_published", ".superseded"
+# Output metadata an asset sets to False when one of its blocking checks failed: nothing of the run is published
+BLOCKING_CHECKS_PASSED = "blocking_checks_passed"
 
 
 def _check_segment(segment: str, what: str) -> str:
@@ -113,6 +123,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         description="S3 client settings (region_name, endpoint_url for moto/MinIO) used when base_path is s3://; "
                     "None = default AWS chain with AWS_ENDPOINT_URL_S3 / AWS_DEFAULT_REGION from the environment")
 
+    sse: Optional[str] = Field(default="AES256", description="S3 server-side encryption header of every object "
+                                                             "written (as the audit sink): AES256, aws:kms or None")
+
     _client: Any = PrivateAttr(default=None)
 
     # ---- storage primitives --------------------------------------------------------------------------------
@@ -126,9 +139,33 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if is_s3(path):
             bucket, key = split_s3(path)
             # A single PUT is atomic on S3: readers see the previous object or the whole new one.
-            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data, **self._sse())
         else:
             atomic_write_local(path, data)
+
+    def _move(self, src: str, dst: str) -> None:
+        if is_s3(src):
+            sb, sk = split_s3(src)
+            db, dk = split_s3(dst)
+            client = self._s3_client()
+            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **self._sse())
+            client.delete_object(Bucket=sb, Key=sk)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+
+    def _exists(self, path: str) -> bool:
+        if is_s3(path):
+            bucket, key = split_s3(path)
+            try:
+                self._s3_client().head_object(Bucket=bucket, Key=key)
+                return True
+            except Exception:  # 404 (or no access): treat as absent
+                return False
+        return os.path.exists(path)
+
+    def _sse(self) -> dict:
+        return {"ServerSideEncryption": self.sse} if self.sse else {}
 
     def _read(self, path: str) -> Optional[bytes]:
         """Bytes at `path`, or None when there is no such file/object."""
@@ -166,15 +203,76 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     "(a multi-run backfill), which is how this project's assets are defined")
             partition_key = keys[0]
         data, ext, rows = _encode(obj)
-        path = asset_path(self.base_path, self._asset(context), partition_key, ext,
-                          context.asset_partitions_def if context.has_asset_partitions else None)
-        self._write(path, data)
+        asset = self._asset(context)
+        partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
+        path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
         metadata: dict[str, Any] = {"path": dg.MetadataValue.path(path), "bytes": len(data)}
+        run_id, plan = _run_and_plan(context)
+        if asset[-1] in DAY_ASSETS and partition_key is not None and run_id is not None:
+            staged = self._staged(run_id, asset, partition_key, ext, partitions_def)
+            self._write(staged, data)
+            passed = context.output_metadata.get(BLOCKING_CHECKS_PASSED, True)
+            passed = getattr(passed, "value", passed)
+            later = DAY_ASSETS[DAY_ASSETS.index(asset[-1]) + 1:]
+            last_of_run = plan is None or not any(step in plan for step in later)
+            if passed and last_of_run:
+                published = self.publish_day(run_id, partition_key, partitions_def)
+                metadata["published_with"] = dg.MetadataValue.text(", ".join(published))
+            else:
+                metadata["published_with"] = dg.MetadataValue.text(
+                    "not yet: published when the run's last decision step succeeds" if passed else
+                    "not published: a blocking check failed; the previous complete day stays in place")
+        else:
+            self._write(path, data)
         if rows is not None:
             metadata["rows"] = rows
         context.add_output_metadata(metadata)
 
-    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def) -> Any:
+    # ---- one day, published whole ------------------------------------------------------------------------
+    def _staged(self, run_id: str, asset: Sequence[str], partition_key: Any, ext: str, partitions_def) -> str:
+        base = (self.base_path.rstrip("/") + "/" + STAGING + "/" + _check_segment(run_id, "run id")) \
+            if is_s3(self.base_path) else os.path.join(self.base_path, STAGING, _check_segment(run_id, "run id"))
+        return asset_path(base, asset, partition_key, ext, partitions_def)
+
+    def _manifest_path(self, partition_key: Any, partitions_def) -> str:
+        return asset_path(self.base_path, PUBLISHED, partition_key, JSON, partitions_def)
+
+    def published_runs(self, partition_key: Any, partitions_def=None) -> dict[str, str]:
+        """{decision asset: run id} of the published day (empty when nothing was published yet)."""
+        data = self._read(self._manifest_path(partition_key, partitions_def))
+        return json.loads(data.decode("utf-8")).get("assets", {}) if data else {}
+
+    def publish_day(self, run_id: str, partition_key: Any, partitions_def=None) -> list[str]:
+        """Move the run's staged decision files of the partition to their published place, and retire published
+        decisions downstream of them that the run did not redo (they were made from what it replaced). Returns the
+        assets published. The manifest, written last, names the run behind each published file."""
+        runs = self.published_runs(partition_key, partitions_def)
+        moved: list[str] = []
+        for name in DAY_ASSETS:
+            staged = self._staged(run_id, [name], partition_key, PARQUET, partitions_def)
+            target = asset_path(self.base_path, [name], partition_key, PARQUET, partitions_def)
+            if self._exists(staged):
+                self._move(staged, target)
+                moved.append(name)
+                runs[name] = run_id
+            elif moved and self._exists(target):
+                # made from an upstream decision this run replaced: kept aside, not beside the new day
+                aside = asset_path("/".join([self.base_path.rstrip("/"), SUPERSEDED, runs.get(name, "unknown")])
+                                   if is_s3(self.base_path) else
+                                   os.path.join(self.base_path, SUPERSEDED, runs.get(name, "unknown")),
+                                   [name], partition_key, PARQUET, partitions_def)
+                self._move(target, aside)
+                runs.pop(name, None)
+        if moved:
+            self._write(self._manifest_path(partition_key, partitions_def),
+                        json.dumps({"run_id": run_id, "assets": runs}, sort_keys=True).encode("utf-8"))
+        return moved
+
+    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def, run_id: Optional[str] = None) -> Any:
+        if run_id is not None and asset[-1] in DAY_ASSETS and partition_key is not None:
+            data = self._read(self._staged(run_id, asset, partition_key, PARQUET, partitions_def))
+            if data is not None:  # this run's own, not yet published, decision
+                return _decode(data, PARQUET)
         tried = []
         for ext in (PARQUET, JSON):
             path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
@@ -201,7 +299,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partitions_def = context.asset_partitions_def
         keys = list(context.asset_partition_keys)
         if len(keys) == 1:
-            return self._load_one(asset, keys[0], partitions_def)
+            return self._load_one(asset, keys[0], partitions_def, _run_and_plan(context)[0])
         # A range of upstream partitions (e.g. an unpartitioned consumer): load each, tag rows with their key.
         frames = []
         for key in keys:
@@ -210,6 +308,21 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 raise TypeError(f"{'/'.join(asset)}: cannot combine {len(keys)} partitions of non-DataFrame values")
             frames.append(value.assign(**partition_columns(key, partitions_def)))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _run_and_plan(context) -> tuple[Optional[str], Optional[set[str]]]:
+    """(run id, step keys the run executes) from a Dagster context; (None, None) outside a run (built contexts)."""
+    try:
+        step_context = context.step_context
+    except Exception:  # contexts built in unit tests carry no step context
+        return None, None
+    if step_context is None:
+        return None, None
+    try:
+        plan = step_context.execution_plan.step_keys_to_execute
+    except Exception:
+        plan = None
+    return step_context.run_id, (set(plan) if plan is not None else None)
 
 
 def partition_columns(partition_key: Any, partitions_def: Optional[dg.PartitionsDefinition] = None) -> dict[str, str]:
@@ -222,4 +335,4 @@ def partition_columns(partition_key: Any, partitions_def: Optional[dg.Partitions
     return {"partition": str(partition_key)}
 
 
-__all__ = ["ParquetIOManager", "asset_path", "atomic_write_local", "partition_segments", "partition_columns"]
+__all__ = ["ParquetIOManager", "DAY_ASSETS", "BLOCKING_CHECKS_PASSED", "asset_path", "atomic_write_local", "partition_segments", "partition_columns"]
