@@ -30,7 +30,8 @@ STATIC_TABLES = ("catalog", "locations", "promotions", "events", "weather", "lan
 DAILY_TABLES = ("sales", "inventory", "traffic")
 REPORT_KPIS = ("gross_profit", "revenue", "units_sold", "lost_units", "fill_rate", "avg_inventory_value",
                "price_index", "price_changes", "markdown_spend", "transfer_units", "transfer_cost", "holding_cost",
-               "guardrail_violations", "blocked_runs", "llm_usd", "seconds_per_day")
+               "guardrail_violations", "price_violations", "transfer_violations", "failed_blocking_checks",
+               "blocked_runs", "llm_usd", "seconds_per_day")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def run_hold(cfg: PilotConfig) -> pd.DataFrame:
     for _ in range(cfg.days):
         t0 = time.perf_counter()
         kpis = world.step()
-        rows.append(kpis | {"blocked_runs": 0.0, "llm_usd": 0.0, "seconds": time.perf_counter() - t0})
+        rows.append(kpis | {"blocked_runs": 0.0, "failed_blocking_checks": 0.0, "llm_usd": 0.0,
+                            "seconds": time.perf_counter() - t0})
     return pd.DataFrame(rows).assign(arm="hold")
 
 
@@ -102,7 +104,9 @@ def _arm_environment(arm_dir: str) -> dict[str, str]:
         "RETAIL_DAGSTER_DATA": os.path.join(arm_dir, "data"),
         "RETAIL_DAGSTER_OUT": os.path.join(arm_dir, "out"),
         "RETAIL_DAGSTER_AUDIT": os.path.join(arm_dir, "out"),
-        "RETAIL_DAGSTER_MODEL_CACHE": os.path.join(arm_dir, "model_cache"),
+        # one model cache for every arm: caches are keyed by the content of the training window, so the arms share
+        # what they trained on the common history before the pilot and train their own models once they diverge
+        "RETAIL_DAGSTER_MODEL_CACHE": os.path.join(os.path.dirname(os.path.dirname(arm_dir)), "model_cache"),
         "RETAIL_DAGSTER_METADATA_CHARTS": "0",  # hundreds of runs: no per-run PNG charts
         # one thread per process: the arms' processes share the cores
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -117,11 +121,14 @@ def arm_definitions(arm: str):
 
     from .definitions import defs
 
+    def with_setting(resource, **update):  # a new resource (a copy would keep the old config Dagster reads)
+        return type(resource)(**{**{k: getattr(resource, k) for k in type(resource).model_fields}, **update})
+
     resources = dict(defs.resources)
     if "prices" not in ARM_DECISIONS[arm]:
-        resources["pricing_agent"] = resources["pricing_agent"].model_copy(update={"max_daily_change_pct": 0.0})
+        resources["pricing_agent"] = with_setting(resources["pricing_agent"], max_daily_change_pct=0.0)
     if "transfers" not in ARM_DECISIONS[arm]:
-        resources["rebalancing_agent"] = resources["rebalancing_agent"].model_copy(update={"daily_budget_usd": 0.0})
+        resources["rebalancing_agent"] = with_setting(resources["rebalancing_agent"], daily_budget_usd=0.0)
     return dg.Definitions(assets=list(defs.assets), jobs=list(defs.jobs), schedules=list(defs.schedules),
                           resources=resources)
 
@@ -153,6 +160,10 @@ def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:
 
     definitions = arm_definitions(arm)
     io_manager = definitions.resources["io_manager"]
+    if os.path.abspath(definitions.resources["data_source"].path) != env["RETAIL_DAGSTER_DATA"] or \
+            os.path.abspath(io_manager.base_path) != env["RETAIL_DAGSTER_OUT"]:
+        raise RuntimeError(f"arm {arm}: the definitions of this process were built for other folders "
+                           f"({definitions.resources['data_source'].path}); run each arm in a fresh process")
     groups = list(partition_setup()[1])
     instance = dg.DagsterInstance.ephemeral()
     rows = []
@@ -174,10 +185,15 @@ def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:
                 transfers.append(tr)
         kpis = world.step(pd.concat(prices, ignore_index=True) if prices else None,
                           pd.concat(transfers, ignore_index=True) if transfers else None)
-        failed_checks = sum(v.startswith("FAILED (error)") for g in summary["groups"].values()
-                            for v in g["checks"].values())
-        kpis["guardrail_violations"] += failed_checks
+        failed = [(group, name) for group, g in summary["groups"].items() for name, v in g["checks"].items()
+                  if v.startswith("FAILED (error)")]
+        for group, name in failed:
+            world.violations.append(pd.DataFrame({"date": [world.dates[world.day - 1]], "kind": ["blocking_check"],
+                                                  "sku_id": [group], "location_id": [""], "detail": [name]}))
+        kpis["failed_blocking_checks"] = float(len(failed))
+        kpis["guardrail_violations"] += len(failed)
         rows.append(kpis | {"blocked_runs": float(blocked), "llm_usd": usd, "seconds": time.perf_counter() - t0})
+    world.violation_log().to_parquet(os.path.join(arm_dir, "violations.parquet"), index=False)
     return pd.DataFrame(rows).assign(arm=arm)
 
 
@@ -201,7 +217,9 @@ def run_pilot(cfg: PilotConfig, log=print) -> dict:
 
         workers = max(1, min(cfg.parallel, len(agent_arms)))
         ctx = mp.get_context("spawn")  # each arm builds its own definitions from its own environment
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        # a fresh process per arm: the definitions are built from the environment once per process, so a
+        # reused worker would run the next arm on the previous arm's folders
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
             futures = {arm: pool.submit(_arm_worker, arm, asdict(cfg)) for arm in agent_arms}
             for arm, fut in futures.items():
                 frames.append(fut.result())
@@ -222,7 +240,8 @@ def arm_totals(daily: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     for arm, d in daily.groupby("arm", observed=True, sort=False):
         tot = summarize_kpis(d)
-        tot["blocked_runs"] = float(d["blocked_runs"].sum())
+        for k in ("blocked_runs", "failed_blocking_checks", "price_violations", "transfer_violations"):
+            tot[k] = float(d[k].sum())
         tot["llm_usd"] = float(d["llm_usd"].sum())
         tot["seconds_per_day"] = float(d["seconds"].mean())
         out[str(arm)] = {k: round(v, 4) for k, v in tot.items()}

@@ -24,7 +24,8 @@ def test_every_arm_runs_and_reports(pilot):
     cfg, report = pilot
     assert list(report["arms"]) == list(ARMS)
     for arm, kpis in report["arms"].items():
-        assert kpis["guardrail_violations"] == 0, arm
+        log = os.path.join(cfg.out, "arms", arm, "violations.parquet")
+        assert kpis["guardrail_violations"] == 0, (arm, pd.read_parquet(log).to_string() if os.path.exists(log) else "")
         assert kpis["blocked_runs"] == 0, arm
         assert kpis["llm_usd"] == 0, arm  # local engines
         assert 0 < kpis["fill_rate"] <= 1

@@ -71,7 +71,8 @@ class PricingAgent(dg.ConfigurableResource):
                                           "events": inputs.events, "catalog": inputs.catalog,
                                           "locations": inputs.locations},
                                          anchor - pd.Timedelta(days=lookback), anchor, f"cap={self.cap_outliers}")
-            key = hashlib.sha1(f"{source_identity}|{self.settings().elasticity}|{content}".encode()).hexdigest()[:10]
+            # the content, not the source: the same data gives the same estimate wherever it comes from
+            key = hashlib.sha1(f"{self.settings().elasticity}|{content}".encode()).hexdigest()[:10]
             path = os.path.join(self.cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
             if os.path.exists(path):
                 return pd.read_parquet(path)

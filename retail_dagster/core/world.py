@@ -140,6 +140,7 @@ class World:
         self._static = {name: t[name] for name in ("catalog", "locations", "promotions", "events", "weather", "lanes")}
         self._appended: dict[str, list[pd.DataFrame]] = {"sales": [], "inventory": [], "traffic": []}
         self.day = 0  # index of the current (not yet simulated) pilot day
+        self.violations: list[pd.DataFrame] = []
 
     # ---- setup helpers ---------------------------------------------------------------------------------------
     def _align(self, state: pd.DataFrame, loc_ids: np.ndarray, n_loc: int) -> pd.DataFrame:
@@ -231,6 +232,9 @@ class World:
             | (new < self.unit_cost[sku] * (1 + g.margin_floor_pct / 100) - tol)
             | (np.isfinite(msrp) & (new > msrp + tol))
             | (np.isfinite(map_price) & (new < map_price - tol)))
+        if bad.any():
+            self._violation("price", self.sku_ids[sku[bad]], self.store_ids[loc[ok][bad]],
+                            [f"{o:.2f} -> {n:.2f}" for o, n in zip(old[bad], new[bad])])
         self.regular[series] = new
         return int(changed.sum()), int(bad.sum())
 
@@ -248,7 +252,12 @@ class World:
         frm = tr["from_location"].astype(str).map(self._loc_pos).fillna(-1).to_numpy(int)
         to = tr["to_location"].astype(str).map(self._loc_pos).fillna(-1).to_numpy(int)
         valid = (sku >= 0) & (frm >= 0) & (to >= 0) & (frm != to) & lane["cost_per_unit"].notna().to_numpy()
-        violations = int((~valid & (tr["units"].to_numpy() > 0)).sum())
+        invalid = ~valid & (tr["units"].to_numpy() > 0)
+        if invalid.any():
+            self._violation("transfer", tr["sku_id"].astype(str).to_numpy()[invalid],
+                            tr["from_location"].astype(str).to_numpy()[invalid],
+                            [f"no lane to {t}" for t in tr["to_location"].astype(str).to_numpy()[invalid]])
+        violations = int(invalid.sum())
         units = np.where(valid, tr["units"].to_numpy(float), 0.0)
         src = self._series_index(sku, frm)
         dst = self._series_index(sku, to)
@@ -257,7 +266,13 @@ class World:
         avail = np.maximum(self.on_hand, 0)
         ratio = np.where(asked > avail, avail / np.maximum(asked, 1e-9), 1.0)
         cut = np.floor(units * np.where(valid, ratio[np.maximum(src, 0)], 0.0))
-        violations += int((cut < units - 1e-9).sum())
+        short = cut < units - 1e-9
+        if short.any():
+            self._violation("transfer", tr["sku_id"].astype(str).to_numpy()[short],
+                            tr["from_location"].astype(str).to_numpy()[short],
+                            [f"asked {u:.0f}, sender had {a:.0f}" for u, a in
+                             zip(units[short], avail[np.maximum(src, 0)][short])])
+        violations += int(short.sum())
         units = cut
         lead = lane["lead_time_days"].fillna(1).to_numpy(int)
         cost = float((units * lane["cost_per_unit"].fillna(0).to_numpy(float)).sum())
@@ -265,6 +280,16 @@ class World:
         self.on_hand -= out
         np.add.at(self.pipe_transfer, (np.maximum(lead[valid] - 1, 0), dst[valid]), units[valid])
         return out, cost, violations
+
+    def _violation(self, kind: str, skus, locations, details) -> None:
+        self.violations.append(pd.DataFrame({"date": self.current_date, "kind": kind, "sku_id": skus,
+                                             "location_id": locations, "detail": details}))
+
+    def violation_log(self) -> pd.DataFrame:
+        """Every decision the world refused or cut: prices outside the hard guardrails, transfers without a lane
+        or beyond the sender's stock."""
+        cols = ["date", "kind", "sku_id", "location_id", "detail"]
+        return pd.concat(self.violations, ignore_index=True) if self.violations else pd.DataFrame(columns=cols)
 
     def _series_index(self, sku: np.ndarray, loc_pos: np.ndarray) -> np.ndarray:
         """Location-series index of (sku position, location position); -1 where either is unknown."""
@@ -347,6 +372,7 @@ class World:
             "markdown_spend": float((sold * np.maximum(price_start - price, 0)).sum()),
             "price_revenue_at_start": float((sold * price_start).sum()),
             "guardrail_violations": float(price_violations + transfer_violations),
+            "price_violations": float(price_violations), "transfer_violations": float(transfer_violations),
         }
 
     def _record(self, date, price, on_promo, sold) -> None:
