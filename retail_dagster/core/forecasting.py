@@ -64,6 +64,8 @@ class ForecastSettings:
     use_intermittent_models: bool = True  # let statsforecast models win the intermittent segment on the holdout
     drop_stockout_days: bool = True  # drop stocked-out (censored) days from training; impute them in the lags
     max_event_types: int = 8  # one feature per most frequent event type
+    price_response: bool = True  # de-price the history with fitted elasticities, re-price at the planned price
+    elasticity_clip: tuple[float, float] = (-3.0, -0.2)  # range of the elasticities the forecast applies
     seed: int = 7
     num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
@@ -161,6 +163,7 @@ class Panel:
     first_t: np.ndarray  # (N,) first history column of the series (may be n_hist: no history)
     exog: dict[str, np.ndarray]  # name -> (N, T) float32, T = history + future
     static: dict[str, np.ndarray]  # name -> (N,)
+    price_mult: np.ndarray | None = None  # (N, T) demand multiplier of the day's price, (price/base)^elasticity
 
     def long(self, part: str, keep_last: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
         """mlforecast frame (unique_id = row number) for 'hist' or 'future'; also the censored flag per row."""
@@ -186,8 +189,14 @@ class Panel:
 
 
 def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestamp, start: pd.Timestamp,
-                 horizon: int, meta: FeatureMeta) -> Panel:
-    """Features for `series` from `start` to asof-1 (history) and asof..asof+horizon-1 (future), known at `asof`."""
+                 horizon: int, meta: FeatureMeta, elasticity: np.ndarray | None = None,
+                 planned_price: np.ndarray | None = None) -> Panel:
+    """Features for `series` from `start` to asof-1 (history) and asof..asof+horizon-1 (future), known at `asof`.
+
+    `elasticity` (N,): de-price the history, y / (price/base)^elasticity, so that lags and targets are demand at
+    the base price (`price_mult` re-prices a forecast). `planned_price` (N,): the regular price in effect over the
+    horizon (NaN = the current one), e.g. a price the pricing agent considers; planned discounts apply on top.
+    """
     N = len(series)
     n_hist = max((asof - start).days, 0)
     dates = pd.date_range(start, periods=n_hist + horizon, freq="D")
@@ -209,6 +218,8 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     reg = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64).copy()
     ri = _series_codes(last_reg.index.to_frame(index=False), series)
     reg[ri[ri >= 0]] = last_reg.to_numpy()[ri >= 0]
+    if planned_price is not None:
+        reg = np.where(np.isfinite(planned_price) & (planned_price > 0), planned_price, reg)
 
     sw = s[s["date"] >= start]
     code = _series_codes(sw, series)
@@ -259,8 +270,13 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     price[:, n_hist:] = reg[:, None] * (1 - disc[:, n_hist:] / 100.0)
     price = pd.DataFrame(price).ffill(axis=1).bfill(axis=1).to_numpy()
     base = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64)
-    price_ratio = np.where(np.isfinite(price), price / base[:, None], 1.0).astype(np.float32)
+    price_ratio = np.where(np.isfinite(price) & (price > 0), price / base[:, None], 1.0)
     on_promo = ((disc > 0) | promo_flag).astype(np.float32)
+    price_mult = None
+    if elasticity is not None:
+        price_mult = np.exp(np.asarray(elasticity, np.float64)[:, None] * np.log(price_ratio))
+        y_feat = (y_feat / price_mult[:, :n_hist]).astype(np.float32)
+    price_ratio = price_ratio.astype(np.float32)
 
     # store-day features: region calendars (events, weather) and traffic
     locs = inputs.locations.set_index("location_id")
@@ -282,7 +298,8 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
         return out
 
     exog: dict[str, np.ndarray] = {}
-    exog["price_ratio"] = price_ratio
+    if elasticity is None:  # with de-pricing, price enters through price_mult only (no second price effect)
+        exog["price_ratio"] = price_ratio
     exog["discount_pct"] = disc
     exog["on_promotion"] = on_promo
     temp = region_day(inputs.weather, "temperature_c")[reg_of_store][store_of]
@@ -330,7 +347,7 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
         "log_base_price": np.log(base).astype(np.float32),
     }
     return Panel(series=series.reset_index(drop=True), dates=dates, n_hist=n_hist, y=y, y_feat=y_feat,
-                 censored=censored, first_t=first_t, exog=exog, static=static)
+                 censored=censored, first_t=first_t, exog=exog, static=static, price_mult=price_mult)
 
 
 # ---- quantiles: negative binomial around the mean, dispersion fitted on a holdout -------------------------------
@@ -484,6 +501,7 @@ class DemandForecaster:
         self.fcst = None  # fitted MLForecast (None: too little data, statsforecast fallback for all series)
         self.dispersion: dict[str, Dispersion] = {}
         self.intermittent_model = self.settings.model_name
+        self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
         self.info: dict = {}
 
     # -- training --
@@ -502,7 +520,10 @@ class DemandForecaster:
             order = np.argsort(pd.util.hash_array(key), kind="stable")[:max_series]
             series = series.iloc[np.sort(order)].reset_index(drop=True)
         start = cut - pd.Timedelta(days=days)
-        panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta)
+        if st.price_response:
+            self.elasticity = _fit_elasticities(inputs, cut, st)
+        panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta,
+                             elasticity=self._elasticity_of(series))
         hist, cens = panel.long("hist")
         self.info = {"anchor": f"{A:%Y-%m-%d}", "trained_through": f"{cut - pd.Timedelta(days=1):%Y-%m-%d}",
                      "calibrated_through": f"{A - pd.Timedelta(days=1):%Y-%m-%d}",
@@ -523,6 +544,14 @@ class DemandForecaster:
         self._calibrate(inputs, panel, cut)
         self.info["train_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    def _elasticity_of(self, series: pd.DataFrame) -> np.ndarray | None:
+        """Per row of `series`: its SKU's elasticity (the median one for SKUs the model has not seen)."""
+        if self.elasticity is None:
+            return None
+        e = self.elasticity.reindex(series["sku_id"].to_numpy()).to_numpy(dtype=np.float64)
+        fill = float(np.nanmedian(self.elasticity.to_numpy())) if self.elasticity.notna().any() else -1.0
+        return np.where(np.isfinite(e), e, fill)
 
     @staticmethod
     def _history_series(inputs: PlanningInputs) -> pd.DataFrame:
@@ -596,7 +625,7 @@ class DemandForecaster:
             arr = np.full((len(panel.series), h), np.nan)
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(pred["lgbm"].to_numpy(), 0)
-            out[st.model_name] = arr
+            out[st.model_name] = arr * _future_mult(panel)
         names = [FALLBACK_MODEL] if self.fcst is None else []
         if st.use_intermittent_models:
             names += list(INTERMITTENT_MODELS)
@@ -609,20 +638,35 @@ class DemandForecaster:
             for n in names:
                 arr = np.full((len(panel.series), h), np.nan)
                 arr[sub[pred["unique_id"].to_numpy().astype(int)], ti.astype(int)] = np.maximum(pred[n].to_numpy(), 0)
-                out[n] = arr
+                out[n] = arr * _future_mult(panel)
         return out
 
-    def predict(self, inputs: ForecastInputs) -> pd.DataFrame:
-        """Forecast frame (OUTPUT_COLUMNS) for every active store series of `inputs` over D..D+h-1."""
+    def predict(self, inputs: ForecastInputs, prices: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast frame (OUTPUT_COLUMNS) for every active store series of `inputs` over D..D+h-1.
+
+        `prices` (sku_id, location_id, price): the regular price in effect over the horizon for those series (the
+        others keep their current price), e.g. to ask what demand a price change would bring; planned promotion
+        discounts apply on top. The forecast responds through the fitted elasticities (price_response).
+        """
         st = self.settings
         D, h = inputs.date, st.horizon_days
         act = active_series(inputs, st.active_days)
         act = act.merge(inputs.catalog[["sku_id", "category"]], on="sku_id", how="inner")
         act = act.reset_index(drop=True)
+        planned = None
+        if prices is not None and len(prices):
+            missing = {"sku_id", "location_id", "price"} - set(prices.columns)
+            if missing:
+                raise ValueError(f"prices: missing columns {sorted(missing)} (need sku_id, location_id, price)")
+            pp = prices.drop_duplicates(["sku_id", "location_id"], keep="last")
+            planned = np.full(len(act), np.nan)
+            code = _series_codes(pp, act)
+            planned[code[code >= 0]] = pp["price"].to_numpy(dtype=np.float64)[code >= 0]
         # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
         uses_sf = self.fcst is None or self.intermittent_model != st.model_name
         lookback = max(LOOKBACK_DAYS, SF_HISTORY_DAYS) if uses_sf else LOOKBACK_DAYS
-        panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta)
+        panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta,
+                             elasticity=self._elasticity_of(act), planned_price=planned)
         hist_days = panel.n_hist - panel.first_t
         est = hist_days >= st.min_history_days
         inter = _intermittent(panel.y_feat, panel.first_t) & est
@@ -642,7 +686,7 @@ class DemandForecaster:
                 model[use_inter] = self.intermittent_model
         todo = np.isnan(mu).any(axis=1)
         if todo.any():
-            mu[todo] = _profile_forecast(panel, est & ~todo, todo)[todo]
+            mu[todo] = (_profile_forecast(panel, est & ~todo, todo) * _future_mult(panel))[todo]
             model[todo] = NEW_SERIES_MODEL
         mu = np.nan_to_num(np.maximum(mu, 0.0), nan=0.0, posinf=0.0)
 
@@ -673,11 +717,36 @@ class DemandForecaster:
         return out[cols].astype({"sku_id": object, "location_id": object, "model": object})
 
 
+def _future_mult(panel: Panel) -> np.ndarray | float:
+    """(N, h) price multiplier of the forecast days (1.0 without price response)."""
+    return 1.0 if panel.price_mult is None else panel.price_mult[:, panel.n_hist:]
+
+
+def _fit_elasticities(inputs: ForecastInputs, cut: pd.Timestamp, settings: ForecastSettings) -> pd.Series:
+    """Own-price elasticity per SKU from sales < cut (the pooled fixed-effects estimate of core.elasticity),
+    clipped to settings.elasticity_clip: what the forecast applies to a price different from the base price."""
+    from .elasticity import ElasticitySettings, estimate_elasticities
+
+    first = cut - pd.Timedelta(days=settings.train_window_days)
+    s = inputs.sales
+    s = s[(s["date"] < cut) & (s["date"] >= first) & s["location_id"].isin(_stores(inputs))]
+    inv = inputs.inventory_history
+    if inv is not None:
+        inv = inv[(inv["date"] < cut) & (inv["date"] >= first)]
+    est = estimate_elasticities(s, inputs.catalog, inv, inputs.events[inputs.events["date"] < cut],
+                                settings=ElasticitySettings(history_days=None, max_iter=15, tol=0.2),
+                                locations=inputs.locations)
+    lo, hi = settings.elasticity_clip
+    return pd.Series(np.clip(est["elasticity"].to_numpy(dtype=np.float64), lo, hi),
+                     index=est["sku_id"].to_numpy(dtype=object))
+
+
 def _subpanel(panel: Panel, rows: np.ndarray) -> Panel:
     return Panel(series=panel.series.iloc[rows].reset_index(drop=True), dates=panel.dates, n_hist=panel.n_hist,
                  y=panel.y[rows], y_feat=panel.y_feat[rows], censored=panel.censored[rows],
                  first_t=panel.first_t[rows], exog={k: v[rows] for k, v in panel.exog.items()},
-                 static={k: v[rows] for k, v in panel.static.items()})
+                 static={k: v[rows] for k, v in panel.static.items()},
+                 price_mult=None if panel.price_mult is None else panel.price_mult[rows])
 
 
 def _profile_forecast(panel: Panel, donors: np.ndarray, targets: np.ndarray, prior_days: float = 7.0) -> np.ndarray:
@@ -762,14 +831,17 @@ def load_or_train(tables: dict[str, pd.DataFrame], date, sku_group: str, setting
 
 
 def forecast_for_date(tables: dict[str, pd.DataFrame], date, sku_group: str, settings: ForecastSettings | None = None,
-                      cache_dir: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Demand forecast of one SKU group for planning date D (targets D..D+h-1) and metadata about the run."""
+                      cache_dir: str | None = None, prices: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """Demand forecast of one SKU group for planning date D (targets D..D+h-1) and metadata about the run.
+
+    `prices` (sku_id, location_id, price): regular prices in effect over the horizon (default: the current ones);
+    see DemandForecaster.predict."""
     settings = settings or ForecastSettings()
     t0 = time.perf_counter()
     model, trained_now, anchor = load_or_train(tables, date, sku_group, settings, cache_dir)
     t1 = time.perf_counter()
     inputs = forecast_inputs(tables, date, sku_group, settings.horizon_days)
-    forecast = model.predict(inputs)
+    forecast = model.predict(inputs, prices=prices)
     t2 = time.perf_counter()
     mix = forecast.drop_duplicates(["sku_id", "location_id"])["model"].value_counts().sort_index()
     info = {
