@@ -350,8 +350,8 @@ class World:
         self.last_flows = {  # per location series: start + receipts + transfer_in - transfer_out - sold
             "start": start_on_hand, "receipts": receipts, "transfer_in": transfer_in,  # - delivered = end
             "transfer_out": shipped_out, "sold": np.concatenate([sold, np.zeros(self.NW)]),
-            "delivered": np.concatenate([np.zeros(N), np.bincount(self.wh_key, weights=delivered,
-                                                                 minlength=self.NW)]),
+            "delivered": np.concatenate([np.zeros(N),
+                                         np.bincount(self.wh_key, weights=delivered, minlength=self.NW)]),
             "end": self.on_hand.copy(), "available_for_sale": available, "demand": demand, "rate": rate,
             "price": price}
         # 5. the day's facts, in the input contracts
