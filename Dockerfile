@@ -19,7 +19,9 @@ WORKDIR /opt/dagster/app
 # dependencies first (cached layer), then the code
 COPY pyproject.toml README.md ./
 COPY retail_dagster ./retail_dagster
-RUN pip install . "dagster-postgres==0.29.27" \
+# dagster-postgres: the instance storage; dagster-k8s: run pods load the instance, whose run launcher is the
+# K8sRunLauncher on Kubernetes (dagster-aws, for the EcsRunLauncher, comes with the project)
+RUN pip install . "dagster-postgres==0.29.27" "dagster-k8s==0.29.27" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin dagster \
     && mkdir -p "$DAGSTER_HOME" \
     && touch "$DAGSTER_HOME/dagster.yaml" \
