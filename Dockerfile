@@ -34,4 +34,5 @@ EXPOSE 4000
 
 # The code location as a gRPC server; the webserver and the daemon reach it through deploy/workspace.grpc.yaml.
 # Run tasks use the same image with the command the run launcher gives them (`dagster api execute_run ...`).
-CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", "-m", "retail_dagster.definitions", "--location-name", "retail_dagster"]
+CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", \
+     "-m", "retail_dagster.definitions", "--location-name", "retail_dagster"]

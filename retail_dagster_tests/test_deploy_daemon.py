@@ -103,7 +103,8 @@ class Deployment:
                    RETAIL_DAGSTER_SOURCE="demo", RETAIL_DAGSTER_GROUPS=",".join(GROUPS),
                    RETAIL_DAGSTER_DEMO_END_DATE=(TODAY - dt.timedelta(days=1)).isoformat(),
                    RETAIL_DAGSTER_DATA=str(tmp / "data"), RETAIL_DAGSTER_MODEL_CACHE=str(tmp / "models"),
-                   RETAIL_DAGSTER_OUT=f"s3://{bucket}/assets", RETAIL_DAGSTER_AUDIT=f"s3://{bucket}",  # the trail goes under <base>/audit/
+                   # the audit trail goes under <base>/audit/
+                   RETAIL_DAGSTER_OUT=f"s3://{bucket}/assets", RETAIL_DAGSTER_AUDIT=f"s3://{bucket}",
                    RETAIL_DAGSTER_SCHEDULE_HOUR="0", RETAIL_DAGSTER_TIMEZONE="UTC",
                    DAGSTER_HOME=str(self.home), DAGSTER_COMPUTE_LOG_BUCKET=bucket,
                    DAGSTER_CODE_SERVER_HOST="127.0.0.1", DAGSTER_CODE_SERVER_PORT=str(self.code_port),
@@ -233,9 +234,11 @@ def dockerfile_cmd() -> list[str]:
     """The exec-form CMD of the Dockerfile."""
     import json
 
-    lines = [ln for ln in (REPO / "Dockerfile").read_text().splitlines() if ln.startswith("CMD ")]
-    assert len(lines) == 1, lines
-    return json.loads(lines[0][4:])
+    from retail_dagster_tests.test_deploy_files import dockerfile_instructions
+
+    cmds = [arg for word, arg in dockerfile_instructions() if word == "CMD"]
+    assert len(cmds) == 1, cmds
+    return json.loads(cmds[0])
 
 
 # -- reading the instance from the test process ----------------------------------------------------------------
@@ -360,8 +363,9 @@ def deployment(tmp_path_factory, moto_server, s3_client):
 
         # The schedule, started through the UI's API, then backdated to an hour before today's 00:00 tick: the
         # daemon, when it starts, finds that tick due and evaluates it, as it would have at 00:00.
-        started = dep.gql("""mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) { __typename
-                               ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }""",
+        started = dep.gql("""mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) {
+                               __typename ... on ScheduleStateResult { scheduleState { status } }
+                               ... on PythonError { message } } }""",
                           {"s": {**repo, "scheduleName": SCHEDULE}})["startSchedule"]
         assert started["__typename"] == "ScheduleStateResult", started
         state = next(s for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
