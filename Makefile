@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup setup-dev demo test test-fast ui e2e-deps clean
+.PHONY: setup setup-dev demo test test-fast ui e2e-deps pg-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ setup-dev: $(BIN)/python
 demo: setup
 	$(BIN)/retail-dagster run
 
-test: setup-dev e2e-deps
+test: setup-dev e2e-deps pg-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: setup-dev
@@ -33,6 +33,14 @@ e2e-deps:
 	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: the UI screenshot test will be skipped")
+
+# PostgreSQL server binaries for the deployment tests (Debian's postgresql package; the tests start their own
+# server as an unprivileged user on a loopback port). Skipped quietly where apt is not available, and those
+# tests then skip with the reason.
+pg-deps:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "postgresql not installed: the deployment tests will be skipped")
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml

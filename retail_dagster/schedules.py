@@ -9,6 +9,9 @@ from .partitions import DATE_DIM, GROUP_DIM, daily_by_group, partition_setup
 
 SCHEDULE_HOUR = int(os.environ.get("RETAIL_DAGSTER_SCHEDULE_HOUR", "5"))
 SCHEDULE_TIMEZONE = os.environ.get("RETAIL_DAGSTER_TIMEZONE", "UTC")
+# A run is one partition of a mostly sequential chain of steps: run them in the run's own process (the default
+# executor starts a process per step, each re-importing the whole stack before any work).
+IN_PROCESS_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
 def planning_run_requests(planning_date: str) -> list[dg.RunRequest]:
@@ -19,6 +22,7 @@ def planning_run_requests(planning_date: str) -> list[dg.RunRequest]:
             run_key=f"{planning_date}|{group}",
             partition_key=dg.MultiPartitionKey({DATE_DIM: planning_date, GROUP_DIM: group}),
             tags={"planning_date": planning_date, "sku_group": group, "trigger": "daily_schedule"},
+            run_config=IN_PROCESS_RUN_CONFIG,
         )
         for group in groups
     ]
