@@ -172,7 +172,7 @@ def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:
         date = world.current_date.strftime("%Y-%m-%d")
         if world.day:
             _write_observed(world, env["RETAIL_DAGSTER_DATA"], DAILY_TABLES)
-        summary = run_pipeline(date, groups, instance=instance, defs=definitions)
+        summary = run_pipeline(date, groups, instance=instance, defs=definitions, step_timing=False)
         prices, transfers, blocked, usd = [], [], 0, 0.0
         for group, g in summary["groups"].items():
             blocked += int(not g["success"])
