@@ -307,7 +307,7 @@ def report_markdown(report: dict) -> str:
 
 
 def pilot_chart_png(daily: pd.DataFrame, dpi: int = 80) -> bytes:
-    """Cumulative gross profit and cumulative lost units per arm over the pilot."""
+    """Cumulative gross profit, cumulative lost units and the unit-weighted price index per arm over the pilot."""
     import io
 
     import matplotlib
@@ -315,15 +315,18 @@ def pilot_chart_png(daily: pd.DataFrame, dpi: int = 80) -> bytes:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3.2), dpi=dpi)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(11, 3.2), dpi=dpi)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     for arm, d in daily.groupby("arm", observed=True, sort=False):
         d = d.sort_values("date")
         ax1.plot(d["date"], d["gross_profit"].cumsum(), label=str(arm))
         ax2.plot(d["date"], d["lost_units"].cumsum(), label=str(arm))
+        ax3.plot(d["date"], d["revenue"] / d["price_revenue_at_start"].where(d["price_revenue_at_start"] > 0),
+                 label=str(arm))
     ax1.set_title("cumulative gross profit, USD", fontsize=9)
     ax2.set_title("cumulative lost units", fontsize=9)
-    for ax in (ax1, ax2):
+    ax3.set_title("price index vs the start (unit-weighted)", fontsize=9)
+    for ax in (ax1, ax2, ax3):
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     fig.autofmt_xdate()
