@@ -546,3 +546,15 @@ def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, 
     proc.wait(timeout=30)
     assert list((out / ".runs").rglob("demand_forecast/*/*.parquet"))  # the new forecast exists, staged
     assert _day_bytes(out) == before  # ... but the published day is the first run's, whole
+
+
+def test_a_blocked_last_step_does_not_publish(demo_path, poisoned_path, tmp_path):
+    """The forecast is the run's last decision step here: its failed blocking check keeps it unpublished."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert run(demo_path, out, cache).success
+    before = _day_bytes(out)
+    res = resources(poisoned_path[0], out, cache, cap_outliers=False)
+    blocked = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+                             partition_key=partition_key(DATE, GROUP), resources=res, raise_on_error=False)
+    assert not blocked.success
+    assert _day_bytes(out) == before
