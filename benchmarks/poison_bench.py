@@ -11,7 +11,6 @@ import json
 import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 
 from retail_dagster.agents.demand import DemandSensingAgent
