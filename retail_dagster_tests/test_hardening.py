@@ -568,3 +568,55 @@ def test_a_blocked_last_step_does_not_publish(demo_path, poisoned_path, tmp_path
                              partition_key=partition_key(DATE, GROUP), resources=res, raise_on_error=False)
     assert not blocked.success
     assert _day_bytes(out) == before
+
+
+def daily_job():
+    """The daily job of the definitions, for a reconstructable (multiprocess) run in a subprocess."""
+    from retail_dagster.definitions import defs
+
+    return defs.resolve_job_def("daily_pipeline")
+
+
+_MULTIPROCESS_RUN = """
+import json, sys
+import dagster as dg
+if __name__ == "__main__":
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.build_reconstructable_job("retail_dagster_tests.test_hardening", "daily_job"),
+                                instance=instance, tags={"dagster/partition/date": sys.argv[1],
+                                                         "dagster/partition/sku_group": sys.argv[2],
+                                                         "dagster/partition": sys.argv[1] + "|" + sys.argv[2]})
+        published = {}
+        for ev in instance.all_logs(result.run_id):
+            mat = ev.asset_materialization
+            if mat is not None and "published_with" in mat.metadata:
+                published[mat.asset_key.to_user_string()] = mat.metadata["published_with"].value
+        print(json.dumps({"success": result.success, "run_id": result.run_id, "published": published}))
+"""
+
+
+@pytest.mark.slow
+def test_multiprocess_runs_publish_the_day_at_the_last_decision_step(demo_path, tmp_path, cache):
+    """Under the multiprocess executor each step runs in its own process: the day is still published once, by the
+    last decision step, not by each step as it finishes."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_mp.py"
+    script.write_text(_MULTIPROCESS_RUN)
+    env = dict(os.environ, RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=demo_path,
+               RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_AUDIT=str(tmp_path / "out"),
+               RETAIL_DAGSTER_MODEL_CACHE=str(cache))
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([sys.executable, str(script), DATE, GROUP], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["success"]
+    published = summary["published"]
+    assert published["demand_forecast"].startswith("not yet")
+    assert published["price_recommendations"].startswith("not yet")
+    assert published["transfer_plan"] == ", ".join(DAY)
+    manifest = json.loads((tmp_path / "out" / "_published" / DATE / f"{GROUP}.json").read_text())
+    assert manifest["assets"] == {a: summary["run_id"] for a in DAY}
