@@ -56,6 +56,13 @@ def poisoned_path(demo_path, tmp_path_factory):
     return folder, _poison(folder)
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One model cache for the module: it is keyed by the training data's content, so sharing it is safe (and each
+    data set trains once)."""
+    return tmp_path_factory.mktemp("models")
+
+
 def _inputs(path: str, date: str = DATE, group: str = GROUP):
     return planning_inputs(load_tables(path), date, group, history_days=460)
 
@@ -128,9 +135,9 @@ def test_a_poisoned_series_does_not_move_the_others(demo_path, poisoned_path, tm
     assert fc["p50"].max() < 100
 
 
-def test_uncapped_poison_is_blocked_and_the_check_names_the_series(poisoned_path, tmp_path):
+def test_uncapped_poison_is_blocked_and_the_check_names_the_series(poisoned_path, tmp_path, cache):
     folder, skus = poisoned_path
-    result = run(folder, tmp_path / "out", tmp_path / "cache", cap_outliers=False)
+    result = run(folder, tmp_path / "out", cache, cap_outliers=False)
     checks = _checks(result)
     check = checks["forecast_within_series_history"]
     assert not check.passed and check.blocking
@@ -143,9 +150,9 @@ def test_uncapped_poison_is_blocked_and_the_check_names_the_series(poisoned_path
     assert {"price_recommendations", "transfer_plan"}.isdisjoint(_materialized(result))
 
 
-def test_capped_poison_runs_and_reports_the_rows(poisoned_path, tmp_path):
+def test_capped_poison_runs_and_reports_the_rows(poisoned_path, tmp_path, cache):
     folder, skus = poisoned_path
-    result = run(folder, tmp_path / "out", tmp_path / "cache")
+    result = run(folder, tmp_path / "out", cache)
     assert result.success
     check = _checks(result)["forecast_within_series_history"]
     assert check.passed
@@ -235,13 +242,13 @@ def test_validate_rejects_a_group_name_with_the_rule(bad_group_path, capsys):
     assert "shoes|bags" in err and "'|', ',', '[', ']'" in err and "letters, digits" in err
 
 
-def test_a_bad_group_name_does_not_stop_the_other_groups(bad_group_path, tmp_path):
+def test_a_bad_group_name_does_not_stop_the_other_groups(bad_group_path, tmp_path, cache):
     """The definitions load with the other groups as partitions, and a good group runs."""
     import subprocess
     import sys
 
     env = dict(os.environ, RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=bad_group_path,
-               RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_MODEL_CACHE=str(tmp_path / "cache"))
+               RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_MODEL_CACHE=str(cache))
     env.pop("DAGSTER_HOME", None)
     code = ("from retail_dagster.definitions import defs; from retail_dagster.partitions import daily_by_group as d;"
             "print(sorted(d.get_partitions_def_for_dimension('sku_group').get_partition_keys()))")
@@ -253,7 +260,7 @@ def test_a_bad_group_name_does_not_stop_the_other_groups(bad_group_path, tmp_pat
 
 # ---- 4. degenerate data gets a decision, not a crash ------------------------------------------------------------
 
-def test_an_all_zero_group_gets_a_zero_forecast_prices_and_a_plan(demo_path, tmp_path):
+def test_an_all_zero_group_gets_a_zero_forecast_prices_and_a_plan(demo_path, tmp_path, cache):
     """LightGBM's Tweedie objective cannot fit all-zero labels; the group still gets a forecast (zero), prices and
     a transfer plan, and the reason is recorded."""
     folder = _copy(demo_path, tmp_path / "data")
@@ -262,7 +269,7 @@ def test_an_all_zero_group_gets_a_zero_forecast_prices_and_a_plan(demo_path, tmp
     grocery = catalog.loc[catalog["sku_group"].astype(str) == GROUP, "sku_id"].astype(str)
     sales.loc[sales["sku_id"].astype(str).isin(grocery), "units"] = 0.0
     sales.to_parquet(os.path.join(folder, "sales.parquet"), index=False)
-    result = run(folder, tmp_path / "out", tmp_path / "cache")
+    result = run(folder, tmp_path / "out", cache)
     assert result.success
     assert {"demand_forecast", "price_recommendations", "transfer_plan"} <= _materialized(result)
     fc = pd.read_parquet(tmp_path / "out" / "demand_forecast" / DATE / f"{GROUP}.parquet")
@@ -302,9 +309,9 @@ def _ingest_and_forecast(data_path, out, cache, date, **source_kw):
                           partition_key=partition_key(date, GROUP), resources=res, raise_on_error=False)
 
 
-def test_stale_inputs_block_the_partition(demo_path, tmp_path):
+def test_stale_inputs_block_the_partition(demo_path, tmp_path, cache):
     """Data ends 2026-11-24: planning 2026-11-27 would use a three-day-old stock snapshot."""
-    result = _ingest_and_forecast(demo_path, tmp_path / "out", tmp_path / "cache", "2026-11-27")
+    result = _ingest_and_forecast(demo_path, tmp_path / "out", cache, "2026-11-27")
     check = _checks(result)["inputs_are_current"]
     assert not check.passed and check.blocking
     assert "2026-11-24" in check.description and "2026-11-26" in check.description
@@ -312,10 +319,10 @@ def test_stale_inputs_block_the_partition(demo_path, tmp_path):
     assert "demand_forecast" not in _materialized(result)
 
 
-def test_fresh_backfill_and_tolerated_staleness_pass(demo_path, tmp_path):
-    past = _ingest_and_forecast(demo_path, tmp_path / "a", tmp_path / "cache", "2026-11-10")  # a backfill
+def test_fresh_backfill_and_tolerated_staleness_pass(demo_path, tmp_path, cache):
+    past = _ingest_and_forecast(demo_path, tmp_path / "a", cache, "2026-11-24")  # a backfill: data runs to 11-24
     assert _checks(past)["inputs_are_current"].passed and "demand_forecast" in _materialized(past)
-    tolerated = _ingest_and_forecast(demo_path, tmp_path / "b", tmp_path / "cache", "2026-11-27",
+    tolerated = _ingest_and_forecast(demo_path, tmp_path / "b", cache, "2026-11-27",
                                      max_staleness_days=2)
     assert _checks(tolerated)["inputs_are_current"].passed
 
@@ -329,10 +336,11 @@ def _day_bytes(out) -> dict:
     return {a: (out / a / DATE / f"{GROUP}.parquet").read_bytes() for a in DAY}
 
 
-def test_a_rerun_that_dies_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_rerun_that_dies_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path, monkeypatch, cache):
     import json
 
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"
     first = run(demo_path, out, cache)
     assert first.success
     before = _day_bytes(out)
@@ -364,8 +372,8 @@ def test_a_rerun_that_dies_in_pricing_leaves_the_previous_day_whole(demo_path, t
     assert manifest["assets"] == {a: third.run_id for a in DAY}
 
 
-def test_a_blocked_forecast_is_not_published(demo_path, poisoned_path, tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
+def test_a_blocked_forecast_is_not_published(demo_path, poisoned_path, tmp_path, cache):
+    out = tmp_path / "out"
     assert run(demo_path, out, cache).success
     before = _day_bytes(out)
     blocked = run(poisoned_path[0], out, cache, cap_outliers=False)
@@ -373,8 +381,8 @@ def test_a_blocked_forecast_is_not_published(demo_path, poisoned_path, tmp_path)
     assert _day_bytes(out) == before
 
 
-def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_path, tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
+def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_path, tmp_path, cache):
+    out = tmp_path / "out"
     assert run(demo_path, out, cache).success
     res = resources(demo_path, out, cache)
     again = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
@@ -386,10 +394,10 @@ def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_pa
     assert again.success
 
 
-def test_an_engine_switch_typo_stops_the_run_before_anything_is_written(demo_path, tmp_path, monkeypatch):
+def test_an_engine_switch_typo_stops_the_run_before_anything_is_written(demo_path, tmp_path, monkeypatch, cache):
     monkeypatch.setenv("RETAIL_DAGSTER_PRICING_ENGINE", "bedrok")
     out = tmp_path / "out"
-    result = run(demo_path, out, tmp_path / "cache")
+    result = run(demo_path, out, cache)
     assert not result.success and not _materialized(result)
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
     said = " ".join(str(e.event_specific_data) + str(e.message) for e in result.all_events)
@@ -398,12 +406,12 @@ def test_an_engine_switch_typo_stops_the_run_before_anything_is_written(demo_pat
 
 # ---- 7. the smaller points, each with a clean one-paragraph error from the CLI ----------------------------------
 
-def _cli(args, env_extra: dict, tmp_path, timeout=600):
+def _cli(args, env_extra: dict, tmp_path, cache=None, timeout=600):
     import subprocess
     import sys
 
     env = dict(os.environ, RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_AUDIT=str(tmp_path / "out"),
-               RETAIL_DAGSTER_MODEL_CACHE=str(tmp_path / "cache"), **env_extra)
+               RETAIL_DAGSTER_MODEL_CACHE=str(cache or tmp_path / "cache"), **env_extra)
     env.pop("DAGSTER_HOME", None)
     return subprocess.run([sys.executable, "-m", "retail_dagster.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -457,11 +465,13 @@ def test_a_second_copy_of_a_table_is_rejected(demo_path, tmp_path, capsys):
     assert "two copies of the table: catalog.parquet and catalog.csv" in err
 
 
-def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_path, tmp_path):
+@pytest.mark.slow
+def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_path, tmp_path, cache):
     import json
 
     folder, _ = poisoned_path
-    proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", f"{GROUP},{GROUP}", "--json"], {}, tmp_path)
+    proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", f"{GROUP},{GROUP}", "--json"], {}, tmp_path,
+                cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(summary["groups"]) == [GROUP]
@@ -477,16 +487,16 @@ def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_pa
         assert value == round(value, 2)
 
 
-def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path):  # noqa: F811
+def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):  # noqa: F811
     from retail_dagster.cli import summarize_result
     from retail_dagster_tests.fake_bedrock import FakeError
 
     fake_bedrock.responder = lambda req: FakeError("AccessDeniedException", "no access to this model", status=403)
     llm = BedrockResource(endpoint_url=fake_bedrock.url, pricing_engine="bedrock", retry_mode="standard",
                           max_attempts=1, transient_retries=0, backoff_base_s=0.01, read_timeout_s=5)
-    res = resources(demo_path, tmp_path / "out", tmp_path / "cache")
+    res = resources(demo_path, tmp_path / "out", cache)
     res["bedrock"] = llm
-    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(tmp_path / "cache"))
+    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(cache))
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP), resources=res)
     assert result.success
     warnings = summarize_result(result)["warnings"]
@@ -507,7 +517,7 @@ def test_the_table_cache_does_not_outlive_changed_s3_objects(demo_path, s3_clien
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path):
+def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, tmp_path, cache):
     """The issue's case: rerun with other data, SIGKILL it during pricing; the output folder still holds one run's
     forecast, prices and transfers (the previous one), never the new forecast beside the old decisions."""
     import glob
@@ -516,7 +526,7 @@ def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, 
     import sys
     import time
 
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"
     env = dict(os.environ, RETAIL_DAGSTER_OUT=str(out), RETAIL_DAGSTER_AUDIT=str(out),
                RETAIL_DAGSTER_MODEL_CACHE=str(cache), RETAIL_DAGSTER_SOURCE="files")
     env.pop("DAGSTER_HOME", None)
@@ -546,3 +556,67 @@ def test_sigkill_of_a_rerun_in_pricing_leaves_the_previous_day_whole(demo_path, 
     proc.wait(timeout=30)
     assert list((out / ".runs").rglob("demand_forecast/*/*.parquet"))  # the new forecast exists, staged
     assert _day_bytes(out) == before  # ... but the published day is the first run's, whole
+
+
+def test_a_blocked_last_step_does_not_publish(demo_path, poisoned_path, tmp_path, cache):
+    """The forecast is the run's last decision step here: its failed blocking check keeps it unpublished."""
+    out = tmp_path / "out"
+    assert run(demo_path, out, cache).success
+    before = _day_bytes(out)
+    res = resources(poisoned_path[0], out, cache, cap_outliers=False)
+    blocked = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+                             partition_key=partition_key(DATE, GROUP), resources=res, raise_on_error=False)
+    assert not blocked.success
+    assert _day_bytes(out) == before
+
+
+def daily_job():
+    """The daily job of the definitions, for a reconstructable (multiprocess) run in a subprocess."""
+    from retail_dagster.definitions import defs
+
+    return defs.resolve_job_def("daily_pipeline")
+
+
+_MULTIPROCESS_RUN = """
+import json, sys
+import dagster as dg
+if __name__ == "__main__":
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.build_reconstructable_job("retail_dagster_tests.test_hardening", "daily_job"),
+                                instance=instance, tags={"dagster/partition/date": sys.argv[1],
+                                                         "dagster/partition/sku_group": sys.argv[2],
+                                                         "dagster/partition": sys.argv[1] + "|" + sys.argv[2]})
+        published = {}
+        for ev in instance.all_logs(result.run_id):
+            mat = ev.asset_materialization
+            if mat is not None and "published_with" in mat.metadata:
+                published[mat.asset_key.to_user_string()] = mat.metadata["published_with"].value
+        print(json.dumps({"success": result.success, "run_id": result.run_id, "published": published}))
+"""
+
+
+@pytest.mark.slow
+def test_multiprocess_runs_publish_the_day_at_the_last_decision_step(demo_path, tmp_path, cache):
+    """Under the multiprocess executor each step runs in its own process: the day is still published once, by the
+    last decision step, not by each step as it finishes."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_mp.py"
+    script.write_text(_MULTIPROCESS_RUN)
+    env = dict(os.environ, RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=demo_path,
+               RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_AUDIT=str(tmp_path / "out"),
+               RETAIL_DAGSTER_MODEL_CACHE=str(cache))
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([sys.executable, str(script), DATE, GROUP], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["success"]
+    published = summary["published"]
+    assert published["demand_forecast"].startswith("not yet")
+    assert published["price_recommendations"].startswith("not yet")
+    assert published["transfer_plan"] == ", ".join(DAY)
+    manifest = json.loads((tmp_path / "out" / "_published" / DATE / f"{GROUP}.json").read_text())
+    assert manifest["assets"] == {a: summary["run_id"] for a in DAY}

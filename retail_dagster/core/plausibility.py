@@ -48,17 +48,27 @@ def explained_days(sales: pd.DataFrame, events: pd.DataFrame | None = None,
     return mask | hit | sales["date"].isin(everywhere).to_numpy()
 
 
-def _wide(sales: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """(dates x series matrix of units, NaN where no row; row codes of each sales row into (date, series))."""
-    series = pd.MultiIndex.from_frame(sales[KEYS].astype(str))
-    codes_s, uniq_s = pd.factorize(series)
+def _wide(sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(days x series matrix of units, NaN where no row; each sales row's day and series index)."""
+    sku, _ = pd.factorize(sales["sku_id"].to_numpy())
+    loc, locs = pd.factorize(sales["location_id"].to_numpy())
+    code, uniq = pd.factorize(sku.astype(np.int64) * max(len(locs), 1) + loc)
     dates = pd.DatetimeIndex(sales["date"])
-    first, last = dates.min(), dates.max()
+    first = dates.min()
     day = ((dates - first) // pd.Timedelta(days=1)).to_numpy()
-    n_days = int((last - first) // pd.Timedelta(days=1)) + 1
-    mat = np.full((n_days, len(uniq_s)), np.nan)
-    mat[day, codes_s] = sales["units"].to_numpy(dtype=float)
-    return pd.DataFrame(mat), pd.Series(day), pd.Series(codes_s)
+    mat = np.full((int(day.max()) + 1, len(uniq)), np.nan)
+    mat[day, code] = sales["units"].to_numpy(dtype=float)
+    return mat, day, code
+
+
+def _rolling(mat: np.ndarray, window: int, min_periods: int, how: str) -> np.ndarray:
+    """Trailing rolling statistic down each column, in one pass: the columns are laid end to end with window-1
+    NaN rows between them, so no window reaches into the previous series."""
+    pad = np.full((window - 1, mat.shape[1]), np.nan)
+    long = pd.Series(np.vstack([pad, mat]).ravel(order="F"))
+    roll = long.rolling(window, min_periods=min_periods)
+    out = (roll.median() if how == "median" else roll.quantile(0.75)).to_numpy()
+    return out.reshape(mat.shape[0] + window - 1, mat.shape[1], order="F")[window - 1:]
 
 
 def series_thresholds(sales: pd.DataFrame, settings: OutlierSettings | None = None,
@@ -67,17 +77,18 @@ def series_thresholds(sales: pd.DataFrame, settings: OutlierSettings | None = No
     st = settings or OutlierSettings()
     if sales.empty:
         return np.zeros(0), np.zeros(0)
-    wide, day, code = _wide(sales)
-    roll = dict(window=st.window_days, min_periods=max(3, st.window_days // 2))
-    med = wide.rolling(**roll).median()
-    mad = (wide - med).abs().rolling(**roll).median()
-    q75 = wide.rolling(**roll).quantile(0.75)
+    wide, d, c = _wide(sales)
+    w, mp = st.window_days, max(3, st.window_days // 2)
+    med = _rolling(wide, w, mp, "median")
+    mad = _rolling(np.abs(wide - med), w, mp, "median")
+    q75 = _rolling(wide, w, mp, "q75")
     robust = med + st.mad_k * 1.4826 * mad
-    level = st.level_factor * q75.clip(lower=1.0)
-    thr = np.maximum(np.maximum(robust.to_numpy(), level.to_numpy()), st.min_units)
-    d, c = day.to_numpy(), code.to_numpy()
+    level = st.level_factor * np.maximum(q75, 1.0)
+    with np.errstate(invalid="ignore"):
+        thr = np.maximum(np.maximum(robust, level), st.min_units)
+    thr[np.isnan(robust) | np.isnan(level)] = np.nan  # too few days in the window: judged below
     t = thr[d, c]
-    m = med.to_numpy()[d, c]
+    m = med[d, c]
     # too few days to judge (short or new series): only the absolute floor, scaled by the series' own median
     short = ~np.isfinite(t)
     if short.any():

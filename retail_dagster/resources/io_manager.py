@@ -318,10 +318,18 @@ def _run_and_plan(context) -> tuple[Optional[str], Optional[set[str]]]:
         return None, None
     if step_context is None:
         return None, None
+    # the run's steps, not the step's own plan: under the multiprocess executor each child process holds a plan
+    # of its one step
+    plan = None
     try:
-        plan = step_context.execution_plan.step_keys_to_execute
+        plan = step_context.dagster_run.step_keys_to_execute
+        if plan is None:
+            plan = [key.path[-1] for key in step_context.job_def.asset_layer.selected_asset_keys]
     except Exception:
-        plan = None
+        try:
+            plan = step_context.execution_plan.step_keys_to_execute
+        except Exception:
+            plan = None
     return step_context.run_id, (set(plan) if plan is not None else None)
 
 
