@@ -1,8 +1,10 @@
 """Benchmark of the demand forecast engine on generated demo data: backtest accuracy vs statsforecast baselines,
-full retrain and cached-predict time for every SKU group, peak RSS. Last line: one JSON object.
+full retrain and cached-predict time for every SKU group, peak RSS, and price sensing (the elasticity the forecast
+implies between the current price and a 10% lower one, against the demo's true elasticities). Last line: JSON.
 
     python benchmarks/forecast_bench.py --skus 1000 --stores 10 --days 730 --cutoffs 1 --baseline-sample 1000
     python benchmarks/forecast_bench.py --skus 10000 --stores 10 --cutoffs 0      # timing and memory only
+    python benchmarks/forecast_bench.py --cutoffs 0 --price-sensing                # default demo: price response
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 import pandas as pd
 
 from retail_dagster.core.backtest import format_backtest, run_backtest
@@ -26,6 +29,28 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
 
 
+def price_sensing(tables: dict, D: pd.Timestamp, groups: list[str], settings: ForecastSettings, cache: str,
+                  true_elasticity: pd.DataFrame) -> dict:
+    """Implied elasticity log(mean14 at 0.9 p / mean14 at p) / log(0.9) per SKU-location vs the truth."""
+    key = ["sku_id", "location_id"]
+    rows = []
+    for g in groups:
+        base, _ = forecast_for_date(tables, D, g, settings, cache)
+        s = tables["sales"]
+        s = s[(s["date"] < D) & s["sku_id"].isin(base["sku_id"].unique()) & ~s["on_promotion"].astype(bool)]
+        price = s.sort_values("date", kind="stable").groupby(key, as_index=False)["price"].last()
+        low, _ = forecast_for_date(tables, D, g, settings, cache, prices=price.assign(price=price["price"] * 0.9))
+        rows.append(pd.concat({"current": base.groupby(key)["mean"].mean(), "lower": low.groupby(key)["mean"].mean()},
+                              axis=1).reset_index())
+    r = pd.concat(rows, ignore_index=True)
+    r = r[r["current"] > 0].merge(true_elasticity, on="sku_id", how="inner")
+    implied = np.log(r["lower"] / r["current"]) / np.log(0.9)
+    return {"series": int(len(r)),
+            "sign_share": round(float(np.mean(np.sign(implied) == np.sign(r["elasticity"]))), 4),
+            "median_abs_error": round(float(np.median(np.abs(implied - r["elasticity"]))), 4),
+            "corr": round(float(np.corrcoef(implied, r["elasticity"])[0, 1]), 3)}
+
+
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skus", type=int, default=200)
@@ -36,12 +61,15 @@ def main() -> dict:
                     help="series the baselines (AutoETS is slow) and all scores use; 0 = all")
     ap.add_argument("--threads", type=int, default=1, help="LightGBM threads")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--price-sensing", action="store_true",
+                    help="forecast every series at its current and a 10%% lower price; compare with the true elasticity")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
     data = generate_demo(n_skus=args.skus, n_stores=args.stores, n_warehouses=max(1, args.stores // 5),
                          n_days=args.days, seed=args.seed)
     tables = validate_tables(data.tables)
+    true_elasticity = data.truth["sku"][["sku_id", "elasticity"]]
     del data
     gen_seconds = time.perf_counter() - t0
     settings = ForecastSettings(num_threads=args.threads)
@@ -89,6 +117,11 @@ def main() -> dict:
         result.update(series=series, train_seconds=round(train_s, 1), predict_seconds=round(predict_s, 1),
                       engine_series_per_second=round(series / max(train_s + predict_s, 1e-9), 1),
                       engine_predict_series_per_second=round(series / max(predict_s, 1e-9), 1))
+        if args.price_sensing:
+            result["price_sensing"] = price_sensing(tables, D, groups, settings, cache, true_elasticity)
+            print(f"price sensing: implied elasticity (14-day mean forecast at -10% price) has the true sign for "
+                  f"{result['price_sensing']['sign_share']:.1%} of {result['price_sensing']['series']} SKU-locations, "
+                  f"median |implied - true| {result['price_sensing']['median_abs_error']:.3f}")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     result["peak_rss_gb"] = round(peak_rss_gb(), 2)

@@ -139,5 +139,8 @@ def test_engine_and_backtest_run_on_m5(m5_long_dir, capsys):
     result = backtest_main(m5=m5_long_dir, cutoffs=1)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["engine"]["wape_daily"] == result["engine"]["wape_daily"]
-    assert set(result["baselines"]) == {"SeasonalNaive", "WindowAverage", "AutoETS"}
+    assert set(result["baselines"]) == {"SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"}
     assert result["engine"]["n"] > 0
+    for r in [result["engine"], *result["baselines"].values()]:  # the JSON keeps its keys and adds the scaled errors
+        assert {"wape_daily", "wape_14d", "bias", "coverage_p10_p90", "seconds", "mase", "rmsse"} <= set(r)
+        assert r["rmsse"] is not None and r["rmsse"] > 0

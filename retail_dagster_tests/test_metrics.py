@@ -44,3 +44,29 @@ def test_score_forecasts_without_actuals():
     sales = pd.DataFrame({"date": [pd.Timestamp("2026-01-01")], "sku_id": ["A"], "location_id": ["S1"],
                           "units": [1.0]})
     assert score_forecasts(fc, sales)["n"] == 0
+
+
+def test_scaled_errors_use_the_in_sample_naive_error_from_the_first_sale():
+    from retail_dagster.core.metrics import naive_scales, scaled_errors
+
+    hist = np.array([[0, 0, 2, 4, 2, 4],     # leading zeros before the first sale do not count: diffs 2, -2, 2
+                     [1, 1, 1, 1, 1, 1],     # never changes: no scale (left out)
+                     [3, 0, 3, 0, 3, 0.0]])  # diffs of 3
+    mae, mse = naive_scales(hist)
+    assert mae[0] == pytest.approx(2.0) and mse[0] == pytest.approx(4.0)
+    assert math.isnan(mae[1]) and math.isnan(mse[1])
+    assert mae[2] == pytest.approx(3.0) and mse[2] == pytest.approx(9.0)
+    y = np.array([2.0, 4.0, 1.0, 1.0, 0.0, 3.0])
+    f = np.array([4.0, 4.0, 9.0, 9.0, 3.0, 3.0])
+    series = np.array([0, 0, 1, 1, 2, 2])
+    mase, rmsse = scaled_errors(y, f, series, mae, mse)
+    # series 0: mean |e| = 1 -> 1/2, rmsse sqrt((4 + 0) / 2 / 4); series 2: mean |e| 1.5 -> 0.5, sqrt(4.5 / 9)
+    assert mase == pytest.approx((0.5 + 0.5) / 2)
+    assert rmsse == pytest.approx((np.sqrt(0.5) + np.sqrt(0.5)) / 2)
+    # a perfect forecast scores 0; the naive forecast of a random walk scores about 1
+    assert scaled_errors(y, y, series, mae, mse) == (0.0, 0.0)
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.normal(size=(200, 401)), axis=1)
+    mae_w, mse_w = naive_scales(walk[:, :400], first=np.zeros(200, dtype=int))
+    m, r = scaled_errors(walk[:, 400], walk[:, 399], np.arange(200), mae_w, mse_w)
+    assert 0.8 < m < 1.2 and 0.7 < r < 1.3

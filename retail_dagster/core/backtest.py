@@ -1,6 +1,8 @@
 """Rolling-origin backtest of the demand forecast engine against statsforecast baselines (SeasonalNaive, WindowAverage,
-AutoETS), scored on observed sales, which are censored by stock (the engine forecasts demand, so a stocked-out
-day counts against it); in-stock-only figures are reported beside.
+AutoETS, and StatEnsemble: the mean of AutoETS and WindowAverage, the strongest simple peer measured), scored on
+observed sales, which are censored by stock (the engine forecasts demand, so a stocked-out day counts against it);
+in-stock-only figures are reported beside. Besides WAPE and bias: MASE and RMSSE per series (the M5 error family),
+scaled by the series' in-sample one-step naive error over the year before the cutoff.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from .forecasting import ForecastSettings, forecast_for_date
-from .metrics import bias, coverage, wape
+from .metrics import bias, coverage, naive_scales, scaled_errors, wape
 
-BASELINES = ("SeasonalNaive", "WindowAverage", "AutoETS")
+BASELINES = ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble")
+# StatEnsemble = their mean. With CrostonSBA as a third member it scored worse on the M5 dev set (see the README)
+ENSEMBLE_MEMBERS = ("AutoETS", "WindowAverage")
 KEY = ["cutoff", "sku_id", "location_id", "target_date"]
 
 
@@ -25,24 +29,39 @@ def cutoff_dates(sales: pd.DataFrame, horizon: int = 14, cutoffs: int = 3, step_
     return sorted(first - pd.Timedelta(days=k * step_days) for k in range(cutoffs))
 
 
+def _dense_history(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame,
+                   history_days: int = 364) -> tuple[np.ndarray, np.ndarray]:
+    """(series x history_days) observed units before `cutoff` (0 where no sales row) and each series' first day."""
+    s = tables["sales"]
+    s = s[(s["date"] < cutoff) & (s["date"] >= cutoff - pd.Timedelta(days=history_days))]
+    idx = pd.MultiIndex.from_frame(series[["sku_id", "location_id"]])
+    code = idx.get_indexer(pd.MultiIndex.from_arrays([s["sku_id"], s["location_id"]]))
+    k = code >= 0
+    start = cutoff - pd.Timedelta(days=history_days)
+    t = ((s["date"].to_numpy()[k] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+    y = np.zeros((len(series), history_days))
+    seen = np.full(len(series), history_days)
+    y[code[k], t] = s["units"].to_numpy()[k]
+    np.minimum.at(seen, code[k], t)
+    return y, seen
+
+
+def series_scales(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame, history_days: int = 364) -> pd.DataFrame:
+    """MASE and RMSSE scales per series (sku_id, location_id, mae_scale, mse_scale) from the year before `cutoff`."""
+    y, _ = _dense_history(tables, cutoff, series, history_days)
+    mae, mse = naive_scales(y)
+    return series[["sku_id", "location_id"]].assign(mae_scale=mae, mse_scale=mse)
+
+
 def _baseline_forecasts(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame, horizon: int,
                         baselines=BASELINES, min_history_days: int = 28,
                         history_days: int = 364) -> tuple[pd.DataFrame, dict]:
     """statsforecast baselines for `series` from observed sales < cutoff (dense days, 0 where no sales row)."""
     from statsforecast import StatsForecast
-    from statsforecast.models import AutoETS, SeasonalNaive, WindowAverage
+    from statsforecast.models import AutoETS, CrostonSBA, SeasonalNaive, WindowAverage
 
-    s = tables["sales"]
-    s = s[(s["date"] < cutoff) & (s["date"] >= cutoff - pd.Timedelta(days=history_days))]
-    s = s.merge(series, on=["sku_id", "location_id"], how="inner")
-    idx = pd.MultiIndex.from_frame(series[["sku_id", "location_id"]])
-    code = idx.get_indexer(pd.MultiIndex.from_arrays([s["sku_id"], s["location_id"]]))
     start = cutoff - pd.Timedelta(days=history_days)
-    t = ((s["date"] - start).dt.days).to_numpy()
-    y = np.zeros((len(series), history_days))
-    seen = np.full(len(series), history_days)
-    y[code, t] = s["units"].to_numpy()
-    np.minimum.at(seen, code, t)
+    y, seen = _dense_history(tables, cutoff, series, history_days)
     ok = seen <= history_days - min_history_days
     mask = np.arange(history_days)[None, :] >= seen[:, None]
     mask &= ok[:, None]
@@ -51,8 +70,11 @@ def _baseline_forecasts(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame
     seconds = {}
     out = None
     specs = {"SeasonalNaive": (SeasonalNaive(7), [80]), "WindowAverage": (WindowAverage(28), None),
-             "AutoETS": (AutoETS(season_length=7), [80])}
-    for name in baselines:
+             "AutoETS": (AutoETS(season_length=7), [80]), "CrostonSBA": (CrostonSBA(), None)}
+    fitted = []
+    for name in baselines:  # the ensemble's members first, each fitted once
+        fitted += [m for m in (ENSEMBLE_MEMBERS if name == "StatEnsemble" else (name,)) if m not in fitted]
+    for name in fitted:
         model, level = specs[name]
         models = [model]
         t0 = time.perf_counter()
@@ -61,6 +83,9 @@ def _baseline_forecasts(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame
         fc = fc.reset_index() if "unique_id" not in fc.columns else fc
         seconds[models[0].alias] = time.perf_counter() - t0
         out = fc if out is None else out.merge(fc, on=["unique_id", "ds"], how="outer")
+    if "StatEnsemble" in baselines:
+        out["StatEnsemble"] = np.mean([np.maximum(out[m].to_numpy(float), 0) for m in ENSEMBLE_MEMBERS], axis=0)
+        seconds["StatEnsemble"] = sum(seconds[m] for m in ENSEMBLE_MEMBERS)
     ids = out["unique_id"].to_numpy().astype(int)
     out.insert(0, "sku_id", series["sku_id"].to_numpy()[ids])
     out.insert(1, "location_id", series["location_id"].to_numpy()[ids])
@@ -69,7 +94,8 @@ def _baseline_forecasts(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame
 
 
 def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: str | None = None) -> dict:
-    """WAPE of daily rows on `point`; 14-day totals and bias on `mean` (defaults to `point`)."""
+    """WAPE of daily rows on `point`; 14-day totals and bias on `mean` (defaults to `point`); MASE on `point` and
+    RMSSE on `mean` per cutoff x series when `m` has the scales (mae_scale, mse_scale)."""
     mean = mean or point
     y = m["units"].to_numpy(float)
     f, fm = np.maximum(m[point].to_numpy(float), 0), np.maximum(m[mean].to_numpy(float), 0)
@@ -80,9 +106,15 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
     def clean(x):
         return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
+    mase = rmsse = None
+    if "mae_scale" in m.columns:
+        sid = m.groupby(["cutoff", "sku_id", "location_id"], sort=False).ngroup().to_numpy()
+        first = np.unique(sid, return_index=True)[1]
+        mase = scaled_errors(y, f, sid, m["mae_scale"].to_numpy()[first], m["mse_scale"].to_numpy()[first])[0]
+        rmsse = scaled_errors(y, fm, sid, m["mae_scale"].to_numpy()[first], m["mse_scale"].to_numpy()[first])[1]
     out = {
         "wape_daily": clean(wape(y, f)), "wape_14d": clean(wape(tot["units"], tot["_f"])),
-        "bias": clean(bias(y, fm)),
+        "bias": clean(bias(y, fm)), "mase": clean(mase), "rmsse": clean(rmsse),
         "coverage_p10_p90": clean(coverage(y, m[lo], m[hi])) if lo else None,
         "wape_daily_in_stock": clean(wape(y[ins], f[ins])),
         "wape_14d_in_stock": clean(wape(tot_in["units"], tot_in["_f"])),
@@ -132,6 +164,7 @@ def run_backtest(tables: dict, horizon: int = 14, cutoffs: int = 3, step_days: i
             pick = np.sort(np.argsort(pd.util.hash_array(key), kind="stable")[:baseline_sample])
             series = series.iloc[pick].reset_index(drop=True)
         bf, secs = _baseline_forecasts(tables, cut, series, horizon, baselines)
+        bf = bf.merge(series_scales(tables, cut, series), on=["sku_id", "location_id"], how="left")
         bf["cutoff"] = cut
         for k, v in secs.items():
             base_seconds[k] += v
@@ -168,6 +201,8 @@ def run_backtest(tables: dict, horizon: int = 14, cutoffs: int = 3, step_days: i
     }
     for b in baselines:
         lo, hi = f"{b}-lo-80", f"{b}-hi-80"
+        if b not in both.columns:
+            continue
         has = lo in both.columns
         result["baselines"][b] = {**_scores(both, b, lo if has else None, hi if has else None),
                                   "seconds": round(base_seconds[b], 2)}
@@ -182,16 +217,21 @@ def format_backtest(result: dict) -> str:
     fmt = lambda x: "   -  " if x is None else f"{x:6.3f}"
     lines = [f"Backtest: cutoffs {', '.join(result['cutoffs'])}, horizon {result['horizon']} days, "
              f"{result['series_scored']} series scored against {result['actuals']}",
-             f"{'method':<15}{'WAPE day':>9}{'WAPE 14d':>9}{'bias':>8}{'p10-p90':>9}{'day i/s':>9}{'14d i/s':>9}"
-             f"{'seconds':>9}"]
+             f"{'method':<15}{'WAPE day':>9}{'WAPE 14d':>9}{'bias':>8}{'p10-p90':>9}{'MASE':>8}{'RMSSE':>8}"
+             f"{'day i/s':>9}{'14d i/s':>9}{'seconds':>9}"]
     for name, r in rows:
         lines.append(f"{name:<15}{fmt(r['wape_daily']):>9}{fmt(r['wape_14d']):>9}{fmt(r['bias']):>8}"
-                     f"{fmt(r['coverage_p10_p90']):>9}{fmt(r['wape_daily_in_stock']):>9}"
-                     f"{fmt(r['wape_14d_in_stock']):>9}{r['seconds']:>9.1f}")
-    lines.append("(engine daily WAPE on its p50, 14-day WAPE and bias on its mean; i/s = in-stock days only)")
-    best = min((r["wape_daily"], n) for n, r in result["baselines"].items() if r["wape_daily"] is not None)
-    lines.append(f"engine vs best baseline ({best[1]}): WAPE daily {result['engine']['wape_daily']:.3f} vs "
-                 f"{best[0]:.3f} ({100 * (1 - result['engine']['wape_daily'] / best[0]):+.1f}% better)")
+                     f"{fmt(r['coverage_p10_p90']):>9}{fmt(r.get('mase')):>8}{fmt(r.get('rmsse')):>8}"
+                     f"{fmt(r['wape_daily_in_stock']):>9}{fmt(r['wape_14d_in_stock']):>9}{r['seconds']:>9.1f}")
+    lines.append("(engine daily WAPE and MASE on its p50, 14-day WAPE, bias and RMSSE on its mean; i/s = in-stock "
+                 "days only)")
+    eng = result["engine"]
+    for col, label in (("wape_daily", "WAPE daily"), ("wape_14d", "WAPE 14-day")):
+        vals = [(r[col], n) for n, r in result["baselines"].items() if r.get(col) is not None]
+        if vals and eng.get(col) is not None:
+            best = min(vals)
+            lines.append(f"engine vs best baseline ({best[1]}): {label} {eng[col]:.3f} vs {best[0]:.3f} "
+                         f"({100 * (1 - eng[col] / best[0]):+.1f}% better)")
     lines.append(f"model mix (series x cutoffs): {result['model_mix']}")
     return "\n".join(lines)
 

@@ -66,6 +66,7 @@ class ForecastSettings:
     max_event_types: int = 8  # one feature per most frequent event type
     price_response: bool = True  # de-price the history with fitted elasticities, re-price at the planned price
     elasticity_clip: tuple[float, float] = (-3.0, -0.2)  # range of the elasticities the forecast applies
+    refit_on_holdout: bool = False  # after calibration, refit LightGBM on data through the anchor (2x train time)
     seed: int = 7
     num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
@@ -524,26 +525,39 @@ class DemandForecaster:
             self.elasticity = _fit_elasticities(inputs, cut, st)
         panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta,
                              elasticity=self._elasticity_of(series))
-        hist, cens = panel.long("hist")
         self.info = {"anchor": f"{A:%Y-%m-%d}", "trained_through": f"{cut - pd.Timedelta(days=1):%Y-%m-%d}",
                      "calibrated_through": f"{A - pd.Timedelta(days=1):%Y-%m-%d}",
                      "train_series": len(series), "train_rows": 0}
-        fcst = _mlforecast(st)
-        if len(hist):
-            X = fcst.preprocess(hist, static_features=STATIC_FEATURES, dropna=False, keep_last_n=LOOKBACK_DAYS)
-            feats = list(fcst.ts.features_order_)
-            keep = X["lag28"].notna().to_numpy() & (X["ds"] >= cut - pd.Timedelta(days=st.train_window_days)).to_numpy()
-            if st.drop_stockout_days:
-                keep &= ~cens
-            self.info["train_rows"] = int(keep.sum())
-            self.info["dropped_stockout_rows"] = int((cens & X["lag28"].notna().to_numpy()).sum())
-            if keep.sum() >= 500 and X["y"].to_numpy()[keep].sum() > 0:  # all-zero labels: Tweedie cannot fit
-                fcst.fit_models(X.loc[keep, feats], X["y"].to_numpy()[keep])
-                self.fcst = fcst
-            del X
+        self.fcst = self._train_lgbm(panel, cut)
         self._calibrate(inputs, panel, cut)
+        if st.refit_on_holdout and self.fcst is not None:
+            # the calibration (dispersion, intermittent model) stays; LightGBM also learns the holdout weeks
+            del panel
+            panel = _build_panel(inputs, series, A, A - pd.Timedelta(days=days), st.calibration_days, self.meta,
+                                 elasticity=self._elasticity_of(series))
+            self.fcst = self._train_lgbm(panel, A) or self.fcst
+            self.info["trained_through"] = f"{A - pd.Timedelta(days=1):%Y-%m-%d}"
         self.info["train_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
+
+    def _train_lgbm(self, panel: Panel, cut: pd.Timestamp):
+        """MLForecast fitted on the panel's history of the last train_window_days before `cut` (None: too little)."""
+        st = self.settings
+        hist, cens = panel.long("hist")
+        if not len(hist):
+            return None
+        fcst = _mlforecast(st)
+        X = fcst.preprocess(hist, static_features=STATIC_FEATURES, dropna=False, keep_last_n=LOOKBACK_DAYS)
+        feats = list(fcst.ts.features_order_)
+        keep = X["lag28"].notna().to_numpy() & (X["ds"] >= cut - pd.Timedelta(days=st.train_window_days)).to_numpy()
+        if st.drop_stockout_days:
+            keep &= ~cens
+        self.info["train_rows"] = int(keep.sum())
+        self.info["dropped_stockout_rows"] = int((cens & X["lag28"].notna().to_numpy()).sum())
+        if keep.sum() < 500 or X["y"].to_numpy()[keep].sum() <= 0:  # all-zero labels: Tweedie cannot fit
+            return None
+        fcst.fit_models(X.loc[keep, feats], X["y"].to_numpy()[keep])
+        return fcst
 
     def _elasticity_of(self, series: pd.DataFrame) -> np.ndarray | None:
         """Per row of `series`: its SKU's elasticity (the median one for SKUs the model has not seen)."""
