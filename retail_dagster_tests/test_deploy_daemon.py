@@ -39,13 +39,7 @@ import yaml
 from retail_dagster_tests import pg_server
 from retail_dagster_tests.s3_server import DUMMY_ENV, REGION
 
-# Known regression (see README "Known limits"): since the #11/#13/#16 merges, a run of this scenario waits on the
-# `bedrock` pool forever (another run's slot is never released after the SIGKILL) and the fixture times out. The
-# test stays runnable on demand until that is fixed: RETAIL_DAGSTER_DEPLOY_TESTS=1 make test
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.environ.get("RETAIL_DAGSTER_DEPLOY_TESTS") != "1",
-    reason="known regression after the session-2 merges: a run waits on the bedrock pool forever after the SIGKILL "
-           "phase; set RETAIL_DAGSTER_DEPLOY_TESTS=1 to run it")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
