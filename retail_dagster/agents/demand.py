@@ -128,7 +128,7 @@ class DemandSensingAgent(dg.ConfigurableResource):
         if self.cap_outliers:
             inputs = dataclasses.replace(inputs, sales=capped_sales)
         cache_dir = self.cache_dir_for(source_identity, data_fingerprint)
-        with contextlib.nullcontext():  # no cross-process training lock: a SIGKILLed run kept it held (deploy test)
+        with contextlib.nullcontext():  # no cross-process lock: a SIGKILLed run kept one held (deploy test)
             frame, info = forecast_for_date(inputs.as_tables(), inputs.date, inputs.sku_group, settings, cache_dir)
         info["training_fingerprint"] = data_fingerprint
         anchor = anchor_date(inputs.date, settings.retrain_every_days)
