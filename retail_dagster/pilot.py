@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from .core.demo import DEFAULT_END_DATE, HORIZON_DAYS, generate_demo
-from .core.world import KPI_SUMS, World, WorldSettings, summarize_kpis
+from .core.world import World, WorldSettings, summarize_kpis
 
 ARMS = ("hold", "loop", "pricing", "rebalancing")
 # which agents' decisions reach the world in each arm (the forecast runs in every agent arm)
@@ -188,8 +188,7 @@ def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:
         failed = [(group, name) for group, g in summary["groups"].items() for name, v in g["checks"].items()
                   if v.startswith("FAILED (error)")]
         for group, name in failed:
-            world.violations.append(pd.DataFrame({"date": [world.dates[world.day - 1]], "kind": ["blocking_check"],
-                                                  "sku_id": [group], "location_id": [""], "detail": [name]}))
+            world.record_violation("blocking_check", [group], [""], [name], date=world.dates[world.day - 1])
         kpis["failed_blocking_checks"] = float(len(failed))
         kpis["guardrail_violations"] += len(failed)
         rows.append(kpis | {"blocked_runs": float(blocked), "llm_usd": usd, "seconds": time.perf_counter() - t0})
@@ -276,9 +275,8 @@ def pilot_report(daily: pd.DataFrame, cfg: PilotConfig, seconds: float) -> dict:
 
 
 def kpi_table(report: dict) -> pd.DataFrame:
-    """Arms x KPIs, and each agent arm's change against `hold` in percent."""
-    table = pd.DataFrame(report["arms"]).T.reindex(columns=list(REPORT_KPIS))
-    return table
+    """Arms x the reported KPIs."""
+    return pd.DataFrame(report["arms"]).T.reindex(columns=list(REPORT_KPIS))
 
 
 def format_report(report: dict) -> str:
@@ -296,13 +294,9 @@ def format_report(report: dict) -> str:
 
 def report_markdown(report: dict) -> str:
     """The KPI table and the changes against hold as markdown (for the UI)."""
-    def md(frame: pd.DataFrame) -> str:
-        head = "| | " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * (len(frame.columns) + 1) + "\n"
-        return head + "\n".join("| " + str(i) + " | " + " | ".join(
-            f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row) + " |" for i, row in frame.iterrows())
-    out = md(kpi_table(report).T)
+    out = kpi_table(report).T.to_markdown(floatfmt=",.2f")
     if "vs_hold" in report:
-        out += "\n\n**Change against hold, %**\n\n" + md(pd.DataFrame(report["vs_hold"]))
+        out += "\n\n**Change against hold, %**\n\n" + pd.DataFrame(report["vs_hold"]).to_markdown(floatfmt="+.2f")
     return out
 
 
@@ -336,4 +330,4 @@ def pilot_chart_png(daily: pd.DataFrame, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["ARMS", "PilotConfig", "run_pilot", "format_report", "report_markdown", "KPI_SUMS"]
+__all__ = ["ARMS", "PilotConfig", "run_pilot", "format_report", "report_markdown"]

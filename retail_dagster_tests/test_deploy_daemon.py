@@ -36,8 +36,9 @@ import pytest
 import requests
 import yaml
 
+from retail_dagster_tests.graphql import graphql
 from retail_dagster_tests import pg_server
-from retail_dagster_tests.s3_server import DUMMY_ENV, REGION
+from retail_dagster_tests.s3_server import DUMMY_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -203,11 +204,7 @@ class Deployment:
 
     # -- GraphQL -----------------------------------------------------------------------------------------------
     def gql(self, query: str, variables: dict | None = None) -> dict:
-        resp = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        resp.raise_for_status()
-        body = resp.json()
-        assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
-        return body["data"]
+        return graphql(self.url, query, variables)
 
     def wait_ready(self) -> dict:
         """Repository selector of the code location, once the webserver serves it from the code server."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from retail_dagster_tests.graphql import graphql
 from retail_dagster_tests.test_backfill import REPO, SMALL_DEMO, planning_dates
 
 pytestmark = pytest.mark.slow
@@ -78,11 +79,7 @@ class DagsterDev:
         return (self.tmp / "dagster_dev.log").read_text()[-n:]
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
-        resp = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        resp.raise_for_status()
-        body = resp.json()
-        assert not body.get("errors"), f"GraphQL errors: {body['errors']}"
-        return body["data"]
+        return graphql(self.url, query, variables)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -286,5 +283,5 @@ def test_backfill_through_graphql_then_lineage_in_the_browser(dagster_dev, tmp_p
     keep = REPO / "out" / "e2e"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, keep / "lineage.png")
-    (keep / "backfill.json").write_text(json.dumps({"partitions": partitions, "assets": expected,
-                                                     "backfill_status": backfill["status"]}, indent=2))
+    summary = {"partitions": partitions, "assets": expected, "backfill_status": backfill["status"]}
+    (keep / "backfill.json").write_text(json.dumps(summary, indent=2))

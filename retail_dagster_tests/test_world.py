@@ -133,7 +133,6 @@ def test_agents_see_only_the_contract_tables(demo):
     sales = tables["sales"]
     assert sales["date"].max() == START + pd.Timedelta(days=2)  # facts through the day before the current one
     assert tables["traffic"]["date"].max() == START + pd.Timedelta(days=2)
-    # the observed sales are censored: where stock ran out, they are below the (hidden) demand
     from retail_dagster.core.contracts import validate_tables
 
     validate_tables(tables)  # the contracts accept what the world writes

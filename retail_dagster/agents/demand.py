@@ -1,7 +1,6 @@
 """Demand-sensing agent: the local forecast engine (LightGBM + statsforecast) and, when switched on, an LLM step
 that senses and adjusts within bounds."""
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -61,22 +60,6 @@ def degenerate_history_note(inputs: PlanningInputs) -> str:
     return ""
 
 
-@contextlib.contextmanager
-def training_lock(cache_dir: str, sku_group: str):
-    """An exclusive lock per model cache folder and group, across processes (runs of the same group and training
-    data, e.g. concurrent runs on one host): the first trains and caches, the others wait and load its model."""
-    import fcntl
-
-    os.makedirs(cache_dir, exist_ok=True)
-    name = hashlib.sha1(sku_group.encode()).hexdigest()[:12]
-    with open(os.path.join(cache_dir, f".train-{name}.lock"), "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 class DemandSensingAgent(dg.ConfigurableResource):
     """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
 
@@ -127,9 +110,8 @@ class DemandSensingAgent(dg.ConfigurableResource):
                                               explained_days(inputs.sales, inputs.events, inputs.locations))
         if self.cap_outliers:
             inputs = dataclasses.replace(inputs, sales=capped_sales)
-        cache_dir = self.cache_dir_for(source_identity, data_fingerprint)
-        with contextlib.nullcontext():  # no cross-process lock: a SIGKILLed run kept one held (deploy test)
-            frame, info = forecast_for_date(inputs.as_tables(), inputs.date, inputs.sku_group, settings, cache_dir)
+        frame, info = forecast_for_date(inputs.as_tables(), inputs.date, inputs.sku_group, settings,
+                                        self.cache_dir_for(source_identity, data_fingerprint))
         info["training_fingerprint"] = data_fingerprint
         anchor = anchor_date(inputs.date, settings.retrain_every_days)
         holdout = info.get("holdout") or {}

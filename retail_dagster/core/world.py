@@ -76,9 +76,12 @@ class World:
         # one location-series index over store series then warehouse series
         self.series_sku = np.concatenate([np.repeat(np.arange(S), L), np.repeat(np.arange(S), W)])
         self.series_loc = np.concatenate([np.tile(self.store_ids, S), np.tile(self.wh_ids, S)]).astype(object)
+        self.store_sku = self.series_sku[: S * L]  # SKU position of each store series
+        self.series_sku_ids = self.sku_ids[self.series_sku]
         self._loc_pos = {loc: i for i, loc in enumerate(self.store_ids)} | {
             loc: L + i for i, loc in enumerate(self.wh_ids)}
         self.unit_cost = cat["unit_cost"].to_numpy(float)
+        self.series_unit_cost = self.unit_cost[self.series_sku]
         self.base_price = cat["base_price"].to_numpy(float)
         self.lanes = t["lanes"].copy()
         history_end = self.start - pd.Timedelta(days=1)
@@ -118,20 +121,19 @@ class World:
         self.pipe_wh = np.stack([ws[f"pipeline_{k}"].to_numpy(float) for k in range(LEAD_WAREHOUSE_DAYS + 1)])
         max_lead = int(self.lanes["lead_time_days"].max()) if len(self.lanes) else 1
         self.pipe_transfer = np.zeros((max_lead + 1, self.N + self.NW))
-        sku_store = np.repeat(np.arange(S), L)
         store_wh = {s: i for i, s in enumerate(self.wh_ids)}
         serving = self.lanes[self.lanes["from_location"].isin(self.wh_ids)].sort_values("lead_time_days")
         serving = serving.drop_duplicates("to_location").set_index("to_location")["from_location"]
         wh_of_store = np.array([store_wh[serving.get(s, self.wh_ids[0])] for s in self.store_ids])
-        self.wh_key = sku_store * W + wh_of_store[np.tile(np.arange(L), S)]
+        self.wh_key = self.store_sku * W + wh_of_store[np.tile(np.arange(L), S)]
 
         # regular price in effect: the last non-promotional price sold at (as the pricing agent reads it)
         reg = sales[~sales["on_promotion"].astype(bool)].sort_values("date")
         last = reg.groupby(["sku_id", "location_id"], observed=True)["price"].last()
-        idx = pd.MultiIndex.from_arrays([np.repeat(self.sku_ids, L), np.tile(self.store_ids, S)])
+        idx = pd.MultiIndex.from_arrays([self.series_sku_ids[: self.N], self.series_loc[: self.N]])
         self.regular = last.reindex(idx).to_numpy(float)
         missing = np.isnan(self.regular)
-        self.regular[missing] = self.base_price[sku_store][missing]
+        self.regular[missing] = self.base_price[self.store_sku][missing]
         self.start_regular = self.regular.copy()
 
         # observed tables: the history, then one frame per simulated day
@@ -196,7 +198,7 @@ class World:
         return np.round(regular * (1 - disc / 100.0), 2), disc > 0
 
     def true_rate(self, price: np.ndarray, on_promo: np.ndarray, k: int) -> np.ndarray:
-        sku = np.repeat(np.arange(self.S), self.L)
+        sku = self.store_sku
         return (self.base_rate[k] * (price / self.base_price[sku]) ** self.elasticity[sku]
                 * np.where(on_promo, self.promo_lift[sku], 1.0))
 
@@ -233,8 +235,8 @@ class World:
             | (np.isfinite(msrp) & (new > msrp + tol))
             | (np.isfinite(map_price) & (new < map_price - tol)))
         if bad.any():
-            self._violation("price", self.sku_ids[sku[bad]], self.store_ids[loc[ok][bad]],
-                            [f"{o:.2f} -> {n:.2f}" for o, n in zip(old[bad], new[bad])])
+            self.record_violation("price", self.sku_ids[sku[bad]], self.store_ids[loc[ok][bad]],
+                                  [f"{o:.2f} -> {n:.2f}" for o, n in zip(old[bad], new[bad])])
         self.regular[series] = new
         return int(changed.sum()), int(bad.sum())
 
@@ -254,9 +256,9 @@ class World:
         valid = (sku >= 0) & (frm >= 0) & (to >= 0) & (frm != to) & lane["cost_per_unit"].notna().to_numpy()
         invalid = ~valid & (tr["units"].to_numpy() > 0)
         if invalid.any():
-            self._violation("transfer", tr["sku_id"].astype(str).to_numpy()[invalid],
-                            tr["from_location"].astype(str).to_numpy()[invalid],
-                            [f"no lane to {t}" for t in tr["to_location"].astype(str).to_numpy()[invalid]])
+            self.record_violation("transfer", tr["sku_id"].astype(str).to_numpy()[invalid],
+                                  tr["from_location"].astype(str).to_numpy()[invalid],
+                                  [f"no lane to {t}" for t in tr["to_location"].astype(str).to_numpy()[invalid]])
         violations = int(invalid.sum())
         units = np.where(valid, tr["units"].to_numpy(float), 0.0)
         src = self._series_index(sku, frm)
@@ -268,10 +270,10 @@ class World:
         cut = np.floor(units * np.where(valid, ratio[np.maximum(src, 0)], 0.0))
         short = cut < units - 1e-9
         if short.any():
-            self._violation("transfer", tr["sku_id"].astype(str).to_numpy()[short],
-                            tr["from_location"].astype(str).to_numpy()[short],
-                            [f"asked {u:.0f}, sender had {a:.0f}" for u, a in
-                             zip(units[short], avail[np.maximum(src, 0)][short])])
+            self.record_violation("transfer", tr["sku_id"].astype(str).to_numpy()[short],
+                                  tr["from_location"].astype(str).to_numpy()[short],
+                                  [f"asked {u:.0f}, sender had {a:.0f}" for u, a in
+                                  zip(units[short], avail[np.maximum(src, 0)][short])])
         violations += int(short.sum())
         units = cut
         lead = lane["lead_time_days"].fillna(1).to_numpy(int)
@@ -281,8 +283,10 @@ class World:
         np.add.at(self.pipe_transfer, (np.maximum(lead[valid] - 1, 0), dst[valid]), units[valid])
         return out, cost, violations
 
-    def _violation(self, kind: str, skus, locations, details) -> None:
-        self.violations.append(pd.DataFrame({"date": self.current_date, "kind": kind, "sku_id": skus,
+    def record_violation(self, kind: str, skus, locations, details, date=None) -> None:
+        """Log refused or cut decisions, one row each, dated `date` (default: the day being simulated)."""
+        self.violations.append(pd.DataFrame({"date": self.current_date if date is None else date, "kind": kind,
+                                             "sku_id": skus,
                                              "location_id": locations, "detail": details}))
 
     def violation_log(self) -> pd.DataFrame:
@@ -356,11 +360,9 @@ class World:
             "price": price}
         # 5. the day's facts, in the input contracts
         self._record(date, price, on_promo, sold)
-        sku_store = np.repeat(np.arange(self.S), self.L)
-        cost_all = self.unit_cost[self.series_sku]
-        inventory_value = float((np.maximum(self.on_hand, 0) * cost_all).sum())
+        inventory_value = float((np.maximum(self.on_hand, 0) * self.series_unit_cost).sum())
         revenue = float((sold * price).sum())
-        cogs = float((sold * self.unit_cost[sku_store]).sum())
+        cogs = float((sold * self.series_unit_cost[:N]).sum())
         holding = inventory_value * self.settings.holding_rate_per_year / 365.0
         self.day += 1
         return {
@@ -377,7 +379,7 @@ class World:
 
     def _record(self, date, price, on_promo, sold) -> None:
         N = self.N
-        skus = self.sku_ids[self.series_sku]
+        skus = self.series_sku_ids
         self._appended["sales"].append(pd.DataFrame({
             "date": date, "sku_id": skus[:N], "location_id": self.series_loc[:N], "units": sold,
             "price": price, "on_promotion": on_promo}))
