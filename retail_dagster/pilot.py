@@ -177,11 +177,14 @@ def run_agent_arm(arm: str, cfg: PilotConfig) -> pd.DataFrame:
         for group, g in summary["groups"].items():
             blocked += int(not g["success"])
             usd += float(g.get("llm_usd", 0.0))
-            p = _decisions(g, io_manager, date, group, "price_recommendations")
-            if p is not None and "prices" in ARM_DECISIONS[arm]:
+            # read back only the decisions the arm hands to the world
+            p = _decisions(g, io_manager, date, group, "price_recommendations") \
+                if "prices" in ARM_DECISIONS[arm] else None
+            if p is not None:
                 prices.append(p)
-            tr = _decisions(g, io_manager, date, group, "transfer_plan")
-            if tr is not None and "transfers" in ARM_DECISIONS[arm] and len(tr):
+            tr = _decisions(g, io_manager, date, group, "transfer_plan") \
+                if "transfers" in ARM_DECISIONS[arm] else None
+            if tr is not None and len(tr):
                 transfers.append(tr)
         kpis = world.step(pd.concat(prices, ignore_index=True) if prices else None,
                           pd.concat(transfers, ignore_index=True) if transfers else None)
