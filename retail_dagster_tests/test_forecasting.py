@@ -91,11 +91,17 @@ def test_cache_reuse_and_backfill_anchor(group_forecast, demo_tables, plan_date)
     assert pd.Timestamp(info3["trained_through"]) < a3
 
 
-def test_no_leakage_and_deterministic(demo_tables, plan_date):
+# trained through the anchor: early stopping on the holdout's one-step rows, then a refit through A-1
+THROUGH_ANCHOR = ForecastSettings(**{**SETTINGS.__dict__, "early_stopping_rounds": 10, "refit_on_holdout": True,
+                                     "lgbm_params": {**SETTINGS.lgbm_params, "n_estimators": 400}})
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, THROUGH_ANCHOR], ids=["default", "through_anchor"])
+def test_no_leakage_and_deterministic(demo_tables, plan_date, settings):
     """Corrupting every fact dated >= D (and calendars past the horizon) leaves the forecast for D unchanged."""
     D = plan_date - pd.Timedelta(days=30)
     group = "beverages"
-    base, _ = forecast_for_date(demo_tables, D, group, SETTINGS, None)
+    base, _ = forecast_for_date(demo_tables, D, group, settings, None)
     bad = {k: v.copy() for k, v in demo_tables.items()}
     s = bad["sales"]
     late = s["date"] >= D
@@ -107,14 +113,31 @@ def test_no_leakage_and_deterministic(demo_tables, plan_date):
     tr.loc[tr["date"] >= D, "visitors"] = 1.0
     w = bad["weather"]
     w.loc[w["date"] >= D + pd.Timedelta(days=14), "temperature_c"] = 99.0
-    again, _ = forecast_for_date(bad, D, group, SETTINGS, None)
+    again, _ = forecast_for_date(bad, D, group, settings, None)
     pd.testing.assert_frame_equal(base, again)  # also: same inputs, identical output
+
+
+def test_early_stopping_then_refit_through_the_anchor(demo_tables, plan_date):
+    """Early stopping picks fewer trees than the cap on the holdout; the refit learns the holdout weeks with that
+    many trees; the intermittent models are calibrated on the intermittent series only (fewer holdout rows)."""
+    A = anchor_date(plan_date)
+    model = train_forecaster(forecast_inputs(demo_tables, A, "household"), THROUGH_ANCHOR)
+    best = model.info["best_iteration"]
+    assert best is not None and 1 <= best < 400
+    assert model.fcst.models_["lgbm"].booster_.num_trees() == best
+    assert model.info["trained_through"] == f"{A - pd.Timedelta(days=1):%Y-%m-%d}"
+    plain = train_forecaster(forecast_inputs(demo_tables, A, "household"), SETTINGS)
+    assert plain.info["trained_through"] == f"{A - pd.Timedelta(days=1 + SETTINGS.calibration_days):%Y-%m-%d}"
+    assert model.info["train_rows"] > 0 and plain.info.get("best_iteration") is None
+    fc = model.predict(forecast_inputs(demo_tables, plan_date, "household"))
+    assert np.isfinite(fc["mean"]).all() and (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all()
 
 
 def test_promotion_lift_and_weekday_shape(demo, demo_tables, plan_date):
     """A planned promotion raises the forecast (vs the same days without it); the weekly shape matches truth."""
     # the group and day (in the last 16 weeks) with the most promotion days planned in the next 14 days
     pr = demo_tables["promotions"].merge(demo_tables["catalog"][["sku_id", "sku_group"]], on="sku_id")
+
     def promo_days(d, g):
         p = pr[pr["sku_group"] == g]
         overlap = (p["end_date"].clip(upper=d + pd.Timedelta(days=13)) - p["start_date"].clip(lower=d)).dt.days + 1
@@ -131,8 +154,8 @@ def test_promotion_lift_and_weekday_shape(demo, demo_tables, plan_date):
     assert len(planned), "the fixture should plan promotions in the horizon"
     inputs.promotions = pr[pr["end_date"] < D].reset_index(drop=True)
     without = model.predict(inputs)
-    days = planned.assign(target_date=[pd.date_range(a, b) for a, b in zip(planned["start_date"],
-                                                                            planned["end_date"])])
+    days = planned.assign(target_date=[pd.date_range(a, b)
+                                       for a, b in zip(planned["start_date"], planned["end_date"])])
     days = days.explode("target_date")[["sku_id", "location_id", "target_date"]]
     days["target_date"] = days["target_date"].astype("datetime64[ns]")
     key = ["sku_id", "location_id", "target_date"]

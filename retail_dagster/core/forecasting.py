@@ -67,6 +67,11 @@ class ForecastSettings:
     price_response: bool = True  # de-price the history with fitted elasticities, re-price at the planned price
     elasticity_clip: tuple[float, float] = (-3.0, -0.2)  # range of the elasticities the forecast applies
     refit_on_holdout: bool = False  # after calibration, refit LightGBM on data through the anchor (2x train time)
+    dow_correction: str = "off"  # holdout-learned day-of-week factor on LightGBM means: "off", "shape" or "full"
+    dow_correction_weight: float = 0.5  # shrinkage of the day-of-week factors toward 1 (1 = the holdout's ratio)
+    early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
+    long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
+    point_levels: tuple[float, ...] = (0.5,)  # NB levels the point (p50) may take; the holdout's best WAPE wins
     seed: int = 7
     num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
@@ -384,15 +389,15 @@ def nb_quantiles(mu: np.ndarray, phi: np.ndarray, qs) -> np.ndarray:
     return np.maximum(out, 0.0)[inv]
 
 
-def nb_median(mu: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Median of NB(mean mu, var mu + phi mu^2) (on the same grid as nb_quantiles)."""
+def nb_median(mu: np.ndarray, phi: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """Median (or the integer quantile at `level`) of NB(mean mu, var mu + phi mu^2), on nb_quantiles' grid."""
     from scipy import stats
 
     if len(np.atleast_1d(mu)) == 0:
         return np.zeros(0)
     gm, gp, inv = _nb_grid(mu, phi)
     n = 1.0 / gp
-    return stats.nbinom.ppf(0.5, n, n / (n + gm))[inv]
+    return stats.nbinom.ppf(level, n, n / (n + gm))[inv]
 
 
 @dataclass
@@ -471,6 +476,11 @@ SF_HISTORY_DAYS = 182  # history the statsforecast models are fitted on
 LOOKBACK_DAYS = 70  # history the lag features need at prediction time (max lag 28 + 28-day windows, with slack)
 
 
+def _lookback(settings: ForecastSettings) -> int:
+    """History the lag features need at prediction time."""
+    return max([LOOKBACK_DAYS] + [w + 14 for w in settings.long_windows])
+
+
 def _mlforecast(settings: ForecastSettings):
     import lightgbm as lgb
     from mlforecast import MLForecast
@@ -483,7 +493,8 @@ def _mlforecast(settings: ForecastSettings):
                               force_row_wise=True, n_jobs=settings.num_threads, verbose=-1, **params)
     return MLForecast(
         models={"lgbm": model}, freq="D", lags=LAGS,
-        lag_transforms={1: [RollingMean(7), RollingMean(28), RollingStd(28)],
+        lag_transforms={1: [RollingMean(7), RollingMean(28), RollingStd(28)]
+                        + [RollingMean(w) for w in settings.long_windows],
                         7: [SeasonalRollingMean(season_length=7, window_size=4)],
                         14: [RollingMean(28)]},
         date_features=["dayofweek", "month", "day"], num_threads=1,
@@ -503,6 +514,8 @@ class DemandForecaster:
         self.dispersion: dict[str, Dispersion] = {}
         self.intermittent_model = self.settings.model_name
         self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
+        self.dow_factor = np.ones(7)  # day-of-week multiplier of the main model's means (dow_correction)
+        self.point_level = 0.5  # NB level of the point forecast p50 (point_levels)
         self.info: dict = {}
 
     # -- training --
@@ -514,7 +527,7 @@ class DemandForecaster:
         self.meta = _feature_meta(inputs, st)
         series = self._history_series(inputs)
         # deterministic sample of series when the group is larger than the training budget
-        days = st.train_window_days + LOOKBACK_DAYS
+        days = st.train_window_days + _lookback(st)
         max_series = max(st.max_train_rows // max(st.train_window_days, 1), 1)
         if len(series) > max_series:
             key = (series["sku_id"] + "|" + series["location_id"]).to_numpy(dtype=str)
@@ -523,40 +536,74 @@ class DemandForecaster:
         start = cut - pd.Timedelta(days=days)
         if st.price_response:
             self.elasticity = _fit_elasticities(inputs, cut, st)
-        panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta,
-                             elasticity=self._elasticity_of(series))
         self.info = {"anchor": f"{A:%Y-%m-%d}", "trained_through": f"{cut - pd.Timedelta(days=1):%Y-%m-%d}",
                      "calibrated_through": f"{A - pd.Timedelta(days=1):%Y-%m-%d}",
                      "train_series": len(series), "train_rows": 0}
-        self.fcst = self._train_lgbm(panel, cut)
+        el = self._elasticity_of(series)
+        through_anchor = st.refit_on_holdout or st.early_stopping_rounds > 0
+        if through_anchor:
+            # one feature frame through A-1: training rows < cut, the holdout's one-step rows stop the boosting,
+            # the refit reuses the frame. Calibration predicts the holdout from a short panel as of `cut`.
+            fcst, X, cens = self._lgbm_features(_build_panel(inputs, series, A, start, st.calibration_days, self.meta,
+                                                             elasticity=el))
+            self.fcst = self._fit_lgbm(fcst, X, cens, cut, valid_end=A)
+            calib_start = cut - pd.Timedelta(days=max(_lookback(st), SF_HISTORY_DAYS, st.active_days))
+            panel = _build_panel(inputs, series, cut, calib_start, st.calibration_days, self.meta, elasticity=el)
+        else:
+            panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta, elasticity=el)
+            self.fcst = self._fit_lgbm(*self._lgbm_features(panel), cut)
         self._calibrate(inputs, panel, cut)
+        del panel
         if st.refit_on_holdout and self.fcst is not None:
             # the calibration (dispersion, intermittent model) stays; LightGBM also learns the holdout weeks
-            del panel
-            panel = _build_panel(inputs, series, A, A - pd.Timedelta(days=days), st.calibration_days, self.meta,
-                                 elasticity=self._elasticity_of(series))
-            self.fcst = self._train_lgbm(panel, A) or self.fcst
+            best = self.info.get("best_iteration") or st.lgbm_params.get("n_estimators")
+            self.fcst = self._fit_lgbm(fcst, X, cens, A, n_estimators=best) or self.fcst
             self.info["trained_through"] = f"{A - pd.Timedelta(days=1):%Y-%m-%d}"
         self.info["train_seconds"] = round(time.perf_counter() - t_start, 3)
         return self
 
-    def _train_lgbm(self, panel: Panel, cut: pd.Timestamp):
-        """MLForecast fitted on the panel's history of the last train_window_days before `cut` (None: too little)."""
-        st = self.settings
+    def _lgbm_features(self, panel: Panel):
+        """(MLForecast, its preprocessed feature frame, censored flag per row) of the panel's history."""
         hist, cens = panel.long("hist")
         if not len(hist):
+            return None, None, None
+        fcst = _mlforecast(self.settings)
+        X = fcst.preprocess(hist, static_features=STATIC_FEATURES, dropna=False, keep_last_n=_lookback(self.settings))
+        return fcst, X, cens
+
+    def _fit_lgbm(self, fcst, X: pd.DataFrame | None, cens: np.ndarray | None, cut: pd.Timestamp,
+                  valid_end: pd.Timestamp | None = None, n_estimators: int | None = None):
+        """Fit LightGBM on the rows of the last train_window_days before `cut` (None: too little data). With
+        `valid_end` and early_stopping_rounds, the rows [cut, valid_end) stop the boosting (best_iteration)."""
+        st = self.settings
+        if X is None:
             return None
-        fcst = _mlforecast(st)
-        X = fcst.preprocess(hist, static_features=STATIC_FEATURES, dropna=False, keep_last_n=LOOKBACK_DAYS)
         feats = list(fcst.ts.features_order_)
-        keep = X["lag28"].notna().to_numpy() & (X["ds"] >= cut - pd.Timedelta(days=st.train_window_days)).to_numpy()
+        ds, y = X["ds"].to_numpy(), X["y"].to_numpy()
+        ok = X["lag28"].notna().to_numpy()
         if st.drop_stockout_days:
-            keep &= ~cens
+            ok &= ~cens
+        keep = ok & (ds >= (cut - pd.Timedelta(days=st.train_window_days)).to_datetime64()) & (ds < cut.to_datetime64())
         self.info["train_rows"] = int(keep.sum())
-        self.info["dropped_stockout_rows"] = int((cens & X["lag28"].notna().to_numpy()).sum())
-        if keep.sum() < 500 or X["y"].to_numpy()[keep].sum() <= 0:  # all-zero labels: Tweedie cannot fit
+        in_train = X["lag28"].notna().to_numpy() & (ds < cut.to_datetime64())
+        self.info["dropped_stockout_rows"] = int((cens & in_train).sum())
+        if keep.sum() < 500 or y[keep].sum() <= 0:  # all-zero labels: Tweedie cannot fit
             return None
-        fcst.fit_models(X.loc[keep, feats], X["y"].to_numpy()[keep])
+        if n_estimators:
+            fcst.models["lgbm"].set_params(n_estimators=int(n_estimators))
+        kwargs = {}
+        if valid_end is not None and st.early_stopping_rounds > 0:
+            import lightgbm as lgb
+
+            val = ok & (ds >= cut.to_datetime64()) & (ds < valid_end.to_datetime64())
+            if val.sum() >= 100 and y[val].sum() > 0:
+                kwargs = {"lgbm": {"eval_set": [(X.loc[val, feats], y[val])],
+                                   "callbacks": [lgb.early_stopping(st.early_stopping_rounds, verbose=False)]}}
+        with warnings.catch_warnings():  # eval_set: deprecated in LightGBM 4.7 for eval_X/eval_y (not in 4.3)
+            warnings.filterwarnings("ignore", message=".*eval_set.*")
+            fcst.fit_models(X.loc[keep, feats], y[keep], models_fit_kwargs=kwargs)
+        if kwargs:
+            self.info["best_iteration"] = int(fcst.models_["lgbm"].best_iteration_ or 0) or None
         return fcst
 
     def _elasticity_of(self, series: pd.DataFrame) -> np.ndarray | None:
@@ -581,7 +628,14 @@ class DemandForecaster:
         est = panel.first_t <= panel.n_hist - st.min_history_days
         if not est.any():
             return
-        means = self._predict_means(panel, est)
+        inter = _intermittent(panel.y_feat, panel.first_t)
+        if self.fcst is not None and st.use_intermittent_models:
+            # the statsforecast models only ever serve intermittent series: fit and calibrate them on those only
+            means = self._predict_means(panel, est, which=[st.model_name])
+            if (est & inter).any():
+                means.update(self._predict_means(panel, est & inter, which=list(INTERMITTENT_MODELS)))
+        else:
+            means = self._predict_means(panel, est)
         s = inputs.sales
         s = s[(s["date"] >= cut) & (s["date"] < inputs.date)]
         ser = panel.series
@@ -597,7 +651,6 @@ class DemandForecaster:
             m = ic >= 0
             it = ((iw["date"].to_numpy()[m] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
             y[ic[m], it] = np.nan  # stocked-out days say little about demand: leave them out of calibration
-        inter = _intermittent(panel.y_feat, panel.first_t)
         report = {}
         for name, mu in means.items():
             ok = ~np.isnan(y) & ~np.isnan(mu) & est[:, None]
@@ -615,9 +668,32 @@ class DemandForecaster:
             if cands:
                 best = min(cands, key=lambda n: (report[n]["wape_intermittent"], n != main))
         self.intermittent_model = best
+        if main == st.model_name and main in means:
+            uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
+            ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
+            self._fit_point_corrections(means[main], y, ok, pd.date_range(cut, periods=h, freq="D"))
         self.info["holdout"] = report
         self.info["intermittent_model"] = best
         self.info["holdout_intermittent_share"] = float(inter[est].mean())
+
+    def _fit_point_corrections(self, mu: np.ndarray, y: np.ndarray, ok: np.ndarray, dates: pd.DatetimeIndex) -> None:
+        """Day-of-week factors and the point's NB level from the main model's holdout forecast (rows x days, ok)."""
+        st = self.settings
+        dow = np.broadcast_to(dates.dayofweek.to_numpy()[None, :], mu.shape)[ok]
+        m, yy = mu[ok], y[ok]
+        if st.dow_correction != "off" and len(m):
+            sm, sy = np.bincount(dow, m, minlength=7), np.bincount(dow, yy, minlength=7)
+            ratio = np.where(sm > 0, sy / np.maximum(sm, 1e-9), 1.0)
+            if st.dow_correction == "shape":  # only the weekly shape: the level (holdout-weighted) stays
+                ratio = ratio * sm.sum() / max(float((ratio * sm).sum()), 1e-9)
+            self.dow_factor = np.clip(1 + st.dow_correction_weight * (ratio - 1), 0.8, 1.25)
+            m = m * self.dow_factor[dow]
+        self.info["dow_factor"] = [round(float(f), 4) for f in self.dow_factor]
+        if len(st.point_levels) > 1 and len(m):
+            phi = self.dispersion[st.model_name](m)
+            err = [np.abs(nb_median(m, phi, q) - yy).sum() for q in st.point_levels]
+            self.point_level = float(st.point_levels[int(np.argmin(err))])
+        self.info["point_level"] = self.point_level
 
     # -- prediction --
     def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -629,7 +705,7 @@ class DemandForecaster:
         if not len(sub):
             return out
         p = _subpanel(panel, sub)
-        hist, _ = p.long("hist", keep_last=LOOKBACK_DAYS)
+        hist, _ = p.long("hist", keep_last=_lookback(st))
         fut, _ = p.long("future")
         fut = fut.drop(columns=list(p.static))
         if self.fcst is not None and (which is None or st.model_name in which):
@@ -639,7 +715,8 @@ class DemandForecaster:
             arr = np.full((len(panel.series), h), np.nan)
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(pred["lgbm"].to_numpy(), 0)
-            out[st.model_name] = arr * _future_mult(panel)
+            dow = panel.dates[panel.n_hist:].dayofweek.to_numpy()
+            out[st.model_name] = arr * _future_mult(panel) * getattr(self, "dow_factor", np.ones(7))[dow][None, :]
         names = [FALLBACK_MODEL] if self.fcst is None else []
         if st.use_intermittent_models:
             names += list(INTERMITTENT_MODELS)
@@ -678,7 +755,7 @@ class DemandForecaster:
             planned[code[code >= 0]] = pp["price"].to_numpy(dtype=np.float64)[code >= 0]
         # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
         uses_sf = self.fcst is None or self.intermittent_model != st.model_name
-        lookback = max(LOOKBACK_DAYS, SF_HISTORY_DAYS) if uses_sf else LOOKBACK_DAYS
+        lookback = max(_lookback(st), SF_HISTORY_DAYS) if uses_sf else _lookback(st)
         panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta,
                              elasticity=self._elasticity_of(act), planned_price=planned)
         hist_days = panel.n_hist - panel.first_t
@@ -716,7 +793,11 @@ class DemandForecaster:
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        q[:, j50] = np.clip(nb_median(mu.ravel(), phi.ravel()), q[:, j10], q[:, j90])
+        point = np.repeat(model == main, h)
+        med = nb_median(mu.ravel(), phi.ravel())
+        if getattr(self, "point_level", 0.5) != 0.5 and point.any():  # the holdout's best level for the main model
+            med[point] = nb_median(mu.ravel()[point], phi.ravel()[point], self.point_level)
+        q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
         out = pd.DataFrame({
             "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
             "location_id": np.repeat(act["location_id"].to_numpy(), h),
