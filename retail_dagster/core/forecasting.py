@@ -69,6 +69,7 @@ class ForecastSettings:
     refit_on_holdout: bool = False  # after calibration, refit LightGBM on data through the anchor (2x train time)
     dow_correction: str = "off"  # holdout-learned day-of-week factor on LightGBM means: "off", "shape" or "full"
     dow_correction_weight: float = 0.5  # shrinkage of the day-of-week factors toward 1 (1 = the holdout's ratio)
+    lgbm_members: int = 1  # LightGBM models averaged (each its own recursion), differing by seed
     early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
     point_levels: tuple[float, ...] = (0.5,)  # NB levels the point (p50) may take; the holdout's best WAPE wins
@@ -489,10 +490,13 @@ def _mlforecast(settings: ForecastSettings):
     params = dict(settings.lgbm_params)
     if settings.objective == "poisson":
         params.pop("tweedie_variance_power", None)
-    model = lgb.LGBMRegressor(objective=settings.objective, random_state=settings.seed, deterministic=True,
-                              force_row_wise=True, n_jobs=settings.num_threads, verbose=-1, **params)
+    models = {}
+    for k in range(max(settings.lgbm_members, 1)):  # members differ by seed (bagging, feature sampling)
+        models["lgbm" if k == 0 else f"lgbm{k}"] = lgb.LGBMRegressor(
+            objective=settings.objective, random_state=settings.seed + 101 * k, deterministic=True,
+            force_row_wise=True, n_jobs=settings.num_threads, verbose=-1, **params)
     return MLForecast(
-        models={"lgbm": model}, freq="D", lags=LAGS,
+        models=models, freq="D", lags=LAGS,
         lag_transforms={1: [RollingMean(7), RollingMean(28), RollingStd(28)]
                         + [RollingMean(w) for w in settings.long_windows],
                         7: [SeasonalRollingMean(season_length=7, window_size=4)],
@@ -590,15 +594,17 @@ class DemandForecaster:
         if keep.sum() < 500 or y[keep].sum() <= 0:  # all-zero labels: Tweedie cannot fit
             return None
         if n_estimators:
-            fcst.models["lgbm"].set_params(n_estimators=int(n_estimators))
+            for m in fcst.models.values():
+                m.set_params(n_estimators=int(n_estimators))
         kwargs = {}
         if valid_end is not None and st.early_stopping_rounds > 0:
             import lightgbm as lgb
 
             val = ok & (ds >= cut.to_datetime64()) & (ds < valid_end.to_datetime64())
             if val.sum() >= 100 and y[val].sum() > 0:
-                kwargs = {"lgbm": {"eval_set": [(X.loc[val, feats], y[val])],
-                                   "callbacks": [lgb.early_stopping(st.early_stopping_rounds, verbose=False)]}}
+                kwargs = {name: {"eval_set": [(X.loc[val, feats], y[val])],
+                                 "callbacks": [lgb.early_stopping(st.early_stopping_rounds, verbose=False)]}
+                          for name in fcst.models}
         with warnings.catch_warnings():  # eval_set: deprecated in LightGBM 4.7 for eval_X/eval_y (not in 4.3)
             warnings.filterwarnings("ignore", message=".*eval_set.*")
             fcst.fit_models(X.loc[keep, feats], y[keep], models_fit_kwargs=kwargs)
@@ -714,7 +720,8 @@ class DemandForecaster:
                 pred = self.fcst.predict(h, new_df=hist, X_df=fut)
             arr = np.full((len(panel.series), h), np.nan)
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
-            arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(pred["lgbm"].to_numpy(), 0)
+            members = pred[[c for c in pred.columns if c.startswith("lgbm")]].to_numpy(dtype=np.float64)
+            arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(members.mean(axis=1), 0)
             dow = panel.dates[panel.n_hist:].dayofweek.to_numpy()
             out[st.model_name] = arr * _future_mult(panel) * getattr(self, "dow_factor", np.ones(7))[dow][None, :]
         names = [FALLBACK_MODEL] if self.fcst is None else []
