@@ -93,6 +93,7 @@ def test_cache_reuse_and_backfill_anchor(group_forecast, demo_tables, plan_date)
 
 # trained through the anchor: early stopping on the holdout's one-step rows, then a refit through A-1
 THROUGH_ANCHOR = ForecastSettings(**{**SETTINGS.__dict__, "early_stopping_rounds": 10, "refit_on_holdout": True,
+                                     "long_windows": (56, 112),
                                      "lgbm_params": {**SETTINGS.lgbm_params, "n_estimators": 400}})
 
 
@@ -125,6 +126,7 @@ def test_early_stopping_then_refit_through_the_anchor(demo_tables, plan_date):
     best = model.info["best_iteration"]
     assert best is not None and 1 <= best < 400
     assert model.fcst.models_["lgbm"].booster_.num_trees() == best
+    assert {"rolling_mean_lag1_window_size56", "rolling_mean_lag1_window_size112"} <= set(model.fcst.ts.features_order_)
     assert model.info["trained_through"] == f"{A - pd.Timedelta(days=1):%Y-%m-%d}"
     plain = train_forecaster(forecast_inputs(demo_tables, A, "household"), SETTINGS)
     assert plain.info["trained_through"] == f"{A - pd.Timedelta(days=1 + SETTINGS.calibration_days):%Y-%m-%d}"
@@ -217,3 +219,20 @@ def test_intermittent_segment_uses_the_statsforecast_model_it_chose(demo_tables,
     mix = fc.drop_duplicates(["sku_id", "location_id"])["model"].value_counts()
     assert mix.get("tsb", 0) > 0 and mix.get(SETTINGS.model_name, 0) > 0
     assert (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all() and np.isfinite(fc["mean"]).all()
+
+
+@pytest.mark.parametrize("lift, expect", [(1.0, 0.5), (1.6, 0.65), (0.6, 0.35)])
+def test_point_level_is_the_holdout_median(lift, expect):
+    """With actuals drawn from the model's own NB the calibrated point level stays the median; when the actuals
+    run above (below) the model's distribution, a higher (lower) level wins."""
+    from retail_dagster.core.forecasting import DemandForecaster, Dispersion
+
+    rng = np.random.default_rng(0)
+    mu = rng.gamma(2.0, 2.0, 20_000) + 0.2
+    phi = 0.3
+    n = 1 / phi
+    y = rng.negative_binomial(n, n / (n + mu * lift))
+    model = DemandForecaster(ForecastSettings(point_levels=(0.35, 0.5, 0.65)))
+    model.dispersion[model.settings.model_name] = Dispersion(np.array([0.0]), np.array([phi]))
+    model._fit_point_level(mu, y.astype(float))
+    assert model.point_level == expect

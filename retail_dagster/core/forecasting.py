@@ -40,7 +40,7 @@ INTERMITTENT_MODELS = {
 
 def _default_lgbm_params() -> dict:
     return {
-        "n_estimators": 350, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
+        "n_estimators": 175, "learning_rate": 0.1, "num_leaves": 63, "min_child_samples": 50,
         "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
         "tweedie_variance_power": 1.2, "max_bin": 127,
     }
@@ -67,12 +67,10 @@ class ForecastSettings:
     price_response: bool = True  # de-price the history with fitted elasticities, re-price at the planned price
     elasticity_clip: tuple[float, float] = (-3.0, -0.2)  # range of the elasticities the forecast applies
     refit_on_holdout: bool = False  # after calibration, refit LightGBM on data through the anchor (2x train time)
-    dow_correction: str = "off"  # holdout-learned day-of-week factor on LightGBM means: "off", "shape" or "full"
-    dow_correction_weight: float = 0.5  # shrinkage of the day-of-week factors toward 1 (1 = the holdout's ratio)
     lgbm_members: int = 1  # LightGBM models averaged (each its own recursion), differing by seed
     early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
-    point_levels: tuple[float, ...] = (0.5,)  # NB levels the point (p50) may take; the holdout's best WAPE wins
+    point_levels: tuple[float, ...] = (0.45, 0.5, 0.55)  # NB levels p50 may take: the least holdout error wins
     seed: int = 7
     num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
 
@@ -518,7 +516,6 @@ class DemandForecaster:
         self.dispersion: dict[str, Dispersion] = {}
         self.intermittent_model = self.settings.model_name
         self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
-        self.dow_factor = np.ones(7)  # day-of-week multiplier of the main model's means (dow_correction)
         self.point_level = 0.5  # NB level of the point forecast p50 (point_levels)
         self.info: dict = {}
 
@@ -677,27 +674,18 @@ class DemandForecaster:
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
-            self._fit_point_corrections(means[main], y, ok, pd.date_range(cut, periods=h, freq="D"))
+            self._fit_point_level(means[main][ok], y[ok])
         self.info["holdout"] = report
         self.info["intermittent_model"] = best
         self.info["holdout_intermittent_share"] = float(inter[est].mean())
 
-    def _fit_point_corrections(self, mu: np.ndarray, y: np.ndarray, ok: np.ndarray, dates: pd.DatetimeIndex) -> None:
-        """Day-of-week factors and the point's NB level from the main model's holdout forecast (rows x days, ok)."""
+    def _fit_point_level(self, mu: np.ndarray, y: np.ndarray) -> None:
+        """The NB level of the main model's point forecast with the least absolute error on the holdout: a median
+        calibration (the NB shape is an assumption; on M5 the plain median sits below most actuals)."""
         st = self.settings
-        dow = np.broadcast_to(dates.dayofweek.to_numpy()[None, :], mu.shape)[ok]
-        m, yy = mu[ok], y[ok]
-        if st.dow_correction != "off" and len(m):
-            sm, sy = np.bincount(dow, m, minlength=7), np.bincount(dow, yy, minlength=7)
-            ratio = np.where(sm > 0, sy / np.maximum(sm, 1e-9), 1.0)
-            if st.dow_correction == "shape":  # only the weekly shape: the level (holdout-weighted) stays
-                ratio = ratio * sm.sum() / max(float((ratio * sm).sum()), 1e-9)
-            self.dow_factor = np.clip(1 + st.dow_correction_weight * (ratio - 1), 0.8, 1.25)
-            m = m * self.dow_factor[dow]
-        self.info["dow_factor"] = [round(float(f), 4) for f in self.dow_factor]
-        if len(st.point_levels) > 1 and len(m):
-            phi = self.dispersion[st.model_name](m)
-            err = [np.abs(nb_median(m, phi, q) - yy).sum() for q in st.point_levels]
+        if len(st.point_levels) > 1 and len(mu):
+            phi = self.dispersion[st.model_name](mu)
+            err = [np.abs(nb_median(mu, phi, q) - y).sum() for q in st.point_levels]
             self.point_level = float(st.point_levels[int(np.argmin(err))])
         self.info["point_level"] = self.point_level
 
@@ -722,8 +710,7 @@ class DemandForecaster:
             ti = ((pred["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
             members = pred[[c for c in pred.columns if c.startswith("lgbm")]].to_numpy(dtype=np.float64)
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(members.mean(axis=1), 0)
-            dow = panel.dates[panel.n_hist:].dayofweek.to_numpy()
-            out[st.model_name] = arr * _future_mult(panel) * getattr(self, "dow_factor", np.ones(7))[dow][None, :]
+            out[st.model_name] = arr * _future_mult(panel)
         names = [FALLBACK_MODEL] if self.fcst is None else []
         if st.use_intermittent_models:
             names += list(INTERMITTENT_MODELS)
