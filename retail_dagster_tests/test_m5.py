@@ -127,7 +127,7 @@ def m5_long_dir(tmp_path_factory):
 def test_engine_and_backtest_run_on_m5(m5_long_dir, capsys):
     import json
 
-    from retail_dagster.core.backtest import backtest_main
+    from retail_dagster.core.backtest import backtest_main, format_backtest
     from retail_dagster.core.forecasting import forecast_for_date
 
     t = load_m5(m5_long_dir)
@@ -141,6 +141,7 @@ def test_engine_and_backtest_run_on_m5(m5_long_dir, capsys):
     assert json.loads(last)["engine"]["wape_daily"] == result["engine"]["wape_daily"]
     assert set(result["baselines"]) == {"SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"}
     assert result["engine"]["n"] > 0
+    assert 0 < result["engine"]["cpu_seconds"] and "s CPU" in format_backtest(result)
     for r in [result["engine"], *result["baselines"].values()]:  # the JSON keeps its keys and adds the scaled errors
         assert {"wape_daily", "wape_14d", "bias", "coverage_p10_p90", "seconds", "mase", "rmsse"} <= set(r)
         assert r["rmsse"] is not None and r["rmsse"] > 0
