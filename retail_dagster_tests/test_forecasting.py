@@ -120,7 +120,7 @@ def test_no_leakage_and_deterministic(demo_tables, plan_date, settings):
 
 def test_early_stopping_then_refit_through_the_anchor(demo_tables, plan_date):
     """Early stopping picks fewer trees than the cap on the holdout; the refit learns the holdout weeks with that
-    many trees; the intermittent models are calibrated on the intermittent series only (fewer holdout rows)."""
+    many trees; the long rolling windows are features."""
     A = anchor_date(plan_date)
     model = train_forecaster(forecast_inputs(demo_tables, A, "household"), THROUGH_ANCHOR)
     best = model.info["best_iteration"]
@@ -234,5 +234,5 @@ def test_point_level_is_the_holdout_median(lift, expect):
     y = rng.negative_binomial(n, n / (n + mu * lift))
     model = DemandForecaster(ForecastSettings(point_levels=(0.35, 0.5, 0.65)))
     model.dispersion[model.settings.model_name] = Dispersion(np.array([0.0]), np.array([phi]))
-    model._fit_point_level(mu, y.astype(float))
-    assert model.point_level == expect
+    model._fit_point_level(model.settings.model_name, mu, y.astype(float))
+    assert model.point_level == {model.settings.model_name: expect}

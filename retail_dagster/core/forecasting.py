@@ -516,7 +516,7 @@ class DemandForecaster:
         self.dispersion: dict[str, Dispersion] = {}
         self.intermittent_model = self.settings.model_name
         self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
-        self.point_level = 0.5  # NB level of the point forecast p50 (point_levels)
+        self.point_level: dict[str, float] = {}  # model -> NB level of its point forecast p50 (point_levels)
         self.info: dict = {}
 
     # -- training --
@@ -632,13 +632,9 @@ class DemandForecaster:
         if not est.any():
             return
         inter = _intermittent(panel.y_feat, panel.first_t)
-        if self.fcst is not None and st.use_intermittent_models:
-            # the statsforecast models only ever serve intermittent series: fit and calibrate them on those only
-            means = self._predict_means(panel, est, which=[st.model_name])
-            if (est & inter).any():
-                means.update(self._predict_means(panel, est & inter, which=list(INTERMITTENT_MODELS)))
-        else:
-            means = self._predict_means(panel, est)
+        # every model on every established series: calibrating the statsforecast models on the intermittent series
+        # only (cheaper) widened their bands and lowered their medians: daily WAPE 0.512 -> 0.515 on 12 M5 cutoffs
+        means = self._predict_means(panel, est)
         s = inputs.sales
         s = s[(s["date"] >= cut) & (s["date"] < inputs.date)]
         ser = panel.series
@@ -674,20 +670,23 @@ class DemandForecaster:
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
-            self._fit_point_level(means[main][ok], y[ok])
+            self._fit_point_level(main, means[main][ok], y[ok])
+            if best != main:
+                ok = ~np.isnan(y) & ~np.isnan(means[best]) & (est & inter)[:, None]
+                self._fit_point_level(best, means[best][ok], y[ok])
         self.info["holdout"] = report
         self.info["intermittent_model"] = best
         self.info["holdout_intermittent_share"] = float(inter[est].mean())
 
-    def _fit_point_level(self, mu: np.ndarray, y: np.ndarray) -> None:
-        """The NB level of the main model's point forecast with the least absolute error on the holdout: a median
+    def _fit_point_level(self, name: str, mu: np.ndarray, y: np.ndarray) -> None:
+        """The NB level of model `name`'s point forecast with the least absolute error on its holdout rows: a median
         calibration (the NB shape is an assumption; on M5 the plain median sits below most actuals)."""
         st = self.settings
-        if len(st.point_levels) > 1 and len(mu):
-            phi = self.dispersion[st.model_name](mu)
+        if len(st.point_levels) > 1 and len(mu) and name in self.dispersion:
+            phi = self.dispersion[name](mu)
             err = [np.abs(nb_median(mu, phi, q) - y).sum() for q in st.point_levels]
-            self.point_level = float(st.point_levels[int(np.argmin(err))])
-        self.info["point_level"] = self.point_level
+            self.point_level[name] = float(st.point_levels[int(np.argmin(err))])
+        self.info["point_level"] = dict(self.point_level)
 
     # -- prediction --
     def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -787,10 +786,11 @@ class DemandForecaster:
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        point = np.repeat(model == main, h)
         med = nb_median(mu.ravel(), phi.ravel())
-        if getattr(self, "point_level", 0.5) != 0.5 and point.any():  # the holdout's best level for the main model
-            med[point] = nb_median(mu.ravel()[point], phi.ravel()[point], self.point_level)
+        for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level per model
+            point = np.repeat(model == name, h)
+            if level != 0.5 and point.any():
+                med[point] = nb_median(mu.ravel()[point], phi.ravel()[point], level)
         q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
         out = pd.DataFrame({
             "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
