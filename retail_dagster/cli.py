@@ -127,8 +127,10 @@ def summarize_result(result, instance=None, t0: float | None = None) -> dict:
         if not ev.passed and ev.description:
             check_notes[key] = ev.description
     errors = [_first_paragraph(ev) for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
+    input_errors = [m for m in (_contract_error(ev) for ev in result.all_events
+                                if ev.event_type_value == "STEP_FAILURE") if m]
     return {"success": result.success, "run_id": result.run_id, "rows": rows, "checks": checks,
-            "check_notes": check_notes, "errors": errors, "decided": decided,
+            "check_notes": check_notes, "errors": errors, "input_errors": input_errors, "decided": decided,
             "warnings": decision_warnings(decided), "paths": paths,
             "llm_usd": float(sum(decided.get(a, {}).get("llm_usd") or 0.0 for a in AGENT_ASSETS)),
             "seconds": round(time.perf_counter() - t0, 2) if t0 is not None else None,
@@ -141,6 +143,18 @@ SUMMARY_KEYS = {"series", "forecast_units_14d", "implausible_sales_capped", "dat
                 "expected_margin_uplift_pct", "transfers", "units_moved", "shortage_units_avoided",
                 "transfer_cost_usd", "llm_usd", "llm_calls", "llm_fallbacks", "empty_plan_reason"}
 AGENT_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
+
+
+def _contract_error(event) -> str | None:
+    """The data contract message of a step that failed on invalid input (a run validates its partition's slice of
+    the tables), else None."""
+    error = getattr(event.event_specific_data, "error", None)
+    while error is not None:
+        if error.cls_name == "ContractError":
+            message = error.message.strip()
+            return message[len("ContractError: "):] if message.startswith("ContractError: ") else message
+        error = error.cause
+    return None
 
 
 def _first_paragraph(event) -> str:
@@ -270,6 +284,11 @@ def _cmd_run(args) -> int:
     print_summary(summary)
     if args.json:
         print(json.dumps(summary, default=str))
+    bad_input = [m for g in summary["groups"].values() for m in g.get("input_errors", [])]
+    if bad_input:  # as when the tables are validated before the run: one paragraph, exit code 2
+        print(f"ERROR (invalid input data): {bad_input[0]}\n(run again with --verbose for the traceback)",
+              file=sys.stderr)
+        return 2
     return 0 if summary["success"] else 1
 
 

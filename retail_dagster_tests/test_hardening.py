@@ -422,7 +422,12 @@ def _cli(args, env_extra: dict, tmp_path, cache=None, timeout=600):
 def test_input_errors_in_run_are_one_paragraph_without_a_traceback(demo_path, tmp_path):
     folder = _copy(demo_path, tmp_path / "bad")
     sales = pd.read_parquet(os.path.join(folder, "sales.parquet"))
-    sales.loc[5, "units"] = -3
+    catalog = pd.read_parquet(os.path.join(folder, "catalog.parquet"))
+    # a row the run reads (the group's SKUs, before the day): a run validates its partition's slice, and loading
+    # the code location reads no fact table
+    skus = catalog.loc[catalog["sku_group"].astype(str) == GROUP, "sku_id"].astype(str)
+    row = sales.index[sales["sku_id"].astype(str).isin(skus) & (sales["date"] < pd.Timestamp(DATE))][-1]
+    sales.loc[row, "units"] = -3
     sales.to_parquet(os.path.join(folder, "sales.parquet"), index=False)
     proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", GROUP], {}, tmp_path)
     assert proc.returncode == 2

@@ -8,7 +8,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from retail_dagster.core.fingerprint import fingerprints, frame_fingerprint
 from retail_dagster.resources import io_manager as iom
@@ -90,7 +89,7 @@ def test_local_materialize_writes_documented_layout_and_reads_back(tmp_path):
 
 
 def test_s3_materialize_writes_documented_keys_and_reads_back(moto_server, s3_client, s3_bucket):
-    io = ParquetIOManager(base_path=f"s3://{s3_bucket}/out", s3=S3Resource(endpoint_url=moto_server))
+    io = ParquetIOManager(base_path=f"s3://{s3_bucket}/out", endpoint_url=moto_server)
     result = dg.materialize([demand_forecast, price_recommendations], partition_key=KEY,
                             resources={"io_manager": io})
     assert result.success

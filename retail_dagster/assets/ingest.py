@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from ..checks import INGEST_CHECKS, freshness_result
-from ..core.asof import PlanningInputs, planning_inputs
+from ..core.asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from ..core.fingerprint import frame_fingerprint
 from ..partitions import daily_by_group, split_partition
 from ..resources.data_source import DataSourceResource
@@ -64,8 +64,10 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     except SettingsError as exc:
         raise dg.Failure(description=str(exc)) from None
     date, group = split_partition(context)
-    tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days))
-    inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
+    # only the group's SKUs and the days the partition may use: history before D, calendars through the horizon
+    tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days),
+                              until=date + pd.Timedelta(days=HORIZON_DAYS))
+    inputs = planning_inputs(tables, date, group, horizon_days=HORIZON_DAYS, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)
     for name, (attr, _) in INGEST_OUTPUTS.items():

@@ -21,11 +21,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
 import pandas as pd
-from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from ..core.files import TMP_PREFIX, atomic_write_local  # noqa: F401  (TMP_PREFIX: part of the layout docs)
-from ..core.loading import is_s3, make_s3_client, split_s3
+from ..core import storage
+from ..core.storage import is_s3
 
 PARQUET, JSON = ".parquet", ".json"
 # the decisions of one day, in pipeline order: published together, never mixed across runs
@@ -118,68 +118,42 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores DataFrames as Parquet (dict/list as JSON), one file per asset and partition, locally or on S3."""
 
     base_path: str = Field(default="out", description="local folder, or s3://bucket/prefix, holding asset values")
-    s3: Optional[S3Resource] = Field(
-        default=None,
-        description="S3 client settings (region_name, endpoint_url for moto/MinIO) used when base_path is s3://; "
-                    "None = default AWS chain with AWS_ENDPOINT_URL_S3 / AWS_DEFAULT_REGION from the environment")
+    endpoint_url: Optional[str] = Field(
+        default=None, description="S3 endpoint (moto/MinIO) used when base_path is s3://; None = AWS_ENDPOINT_URL_S3 "
+                                  "or the AWS default")
+    region_name: Optional[str] = Field(default=None, description="S3 region; None = AWS_DEFAULT_REGION or us-east-1")
 
     sse: Optional[str] = Field(default="AES256", description="S3 server-side encryption header of every object "
                                                              "written (as the audit sink): AES256, aws:kms or None")
 
     _client: Any = PrivateAttr(default=None)
 
-    # ---- storage primitives --------------------------------------------------------------------------------
+    # ---- storage primitives (core/storage.py) --------------------------------------------------------------
     def _s3_client(self) -> Any:
-        # Created on first use, never at import or config time, so the same definitions load without AWS.
-        if self._client is None:
-            self._client = self.s3.get_client() if self.s3 is not None else make_s3_client()
-        return self._client
+        # Created on first S3 use, never at import or config time, so the same definitions load without AWS.
+        if self._client is None and (self.endpoint_url or self.region_name):
+            self._client = storage.make_s3_client(self.endpoint_url, self.region_name)
+        return self._client if self._client is not None else storage.s3_client()
+
+    def _client_for(self, path: str) -> Any:
+        return self._s3_client() if is_s3(path) else None
 
     def _write(self, path: str, data: bytes) -> None:
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            # A single PUT is atomic on S3: readers see the previous object or the whole new one.
-            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data, **self._sse())
-        else:
-            atomic_write_local(path, data)
+        # a single PUT is atomic on S3; locally a temp file renamed over the target
+        storage.write_bytes(path, data, self._client_for(path), extra_args=self._sse())
 
     def _move(self, src: str, dst: str) -> None:
-        if is_s3(src):
-            sb, sk = split_s3(src)
-            db, dk = split_s3(dst)
-            client = self._s3_client()
-            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **self._sse())
-            client.delete_object(Bucket=sb, Key=sk)
-        else:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(src, dst)
+        storage.move(src, dst, self._client_for(src), extra_args=self._sse())
 
     def _exists(self, path: str) -> bool:
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            try:
-                self._s3_client().head_object(Bucket=bucket, Key=key)
-                return True
-            except Exception:  # 404 (or no access): treat as absent
-                return False
-        return os.path.exists(path)
+        return storage.exists(path, self._client_for(path))
 
     def _sse(self) -> dict:
         return {"ServerSideEncryption": self.sse} if self.sse else {}
 
     def _read(self, path: str) -> Optional[bytes]:
         """Bytes at `path`, or None when there is no such file/object."""
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            client = self._s3_client()
-            try:
-                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except client.exceptions.NoSuchKey:
-                return None
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as fh:
-            return fh.read()
+        return storage.read_bytes(path, self._client_for(path))
 
     # ---- Dagster hooks -------------------------------------------------------------------------------------
     @staticmethod
