@@ -193,3 +193,31 @@ def test_fingerprint_same_in_another_process():
     env = dict(os.environ, PYTHONHASHSEED="123")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert other.stdout.strip() == here
+
+
+def test_frames_written_by_the_process_load_as_the_file_would(tmp_path):
+    """The in-process copy of a written frame is served only while it equals what the file gives back."""
+    io = ParquetIOManager(base_path=str(tmp_path))
+    frame = _frame("2026-03-02", "grocery")
+    out = dg.build_output_context(asset_key="sales_history", partition_key=KEY, asset_partitions_def=by_group)
+    io.handle_output(out, frame)
+    path = tmp_path / "sales_history" / "2026-03-02" / "grocery.parquet"
+    ctx = dg.build_input_context(asset_key=dg.AssetKey("sales_history"), partition_key=KEY,
+                                 asset_partitions_def=by_group)
+    first = io.load_input(ctx)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(path))
+    assert iom._WRITTEN.get(str(path)) is not None  # served from memory
+    first.loc[0, "p50"] = -1.0  # a step changing its input changes nobody else's
+    frame.loc[1, "p50"] = -2.0  # nor does the asset changing its output after yielding it
+    pd.testing.assert_frame_equal(io.load_input(ctx), pd.read_parquet(path))
+    # the file replaced behind the manager's back (another run): the file wins
+    other = _frame("2026-03-02", "grocery").assign(p50=7.0)
+    other.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(io.load_input(ctx), other)
+    # a frame that would not come back the same from Parquet (its index) is never kept
+    odd = _frame("2026-03-02", "grocery").set_index("sku_id")
+    io.handle_output(dg.build_output_context(asset_key="odd", partition_key=KEY, asset_partitions_def=by_group), odd)
+    assert iom._WRITTEN.get(str(tmp_path / "odd" / "2026-03-02" / "grocery.parquet")) is None
+    off = ParquetIOManager(base_path=str(tmp_path / "off"), memory_cache_mb=0)
+    off.handle_output(dg.build_output_context(asset_key="x", partition_key=KEY, asset_partitions_def=by_group), frame)
+    assert iom._WRITTEN.get(str(tmp_path / "off" / "x" / "2026-03-02" / "grocery.parquet")) is None

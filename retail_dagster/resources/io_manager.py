@@ -56,7 +56,8 @@ def partition_segments(partition_key: Any, partitions_def: Optional[dg.Partition
         values = [dims[d] for d in sorted(dims)]
     elif isinstance(partition_key, Mapping):
         values = [partition_key[d] for d in sorted(partition_key)]
-    elif isinstance(partitions_def, dg.MultiPartitionsDefinition) or (partitions_def is None and "|" in str(partition_key)):
+    elif isinstance(partitions_def, dg.MultiPartitionsDefinition) or (
+            partitions_def is None and "|" in str(partition_key)):
         values = str(partition_key).split("|")
     else:
         values = [str(partition_key)]
@@ -108,6 +109,80 @@ def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
         f"{type(obj).__name__}. Return a DataFrame, or give this asset another io_manager_key.")
 
 
+class _WrittenFrames:
+    """Frames this process wrote to local files, kept so the run's later steps skip decoding them again.
+
+    A value is served only while its file is the one written (same inode, size and mtime: a rerun or another
+    process that replaced it makes the entry stale), and only frames that come back from Parquet unchanged are
+    kept (default index, str column names, float/int/bool/datetime columns and object columns holding str only),
+    so a step receives exactly what reading the file would give. Each load gets its own deep copy: a step that
+    changes its input cannot change another step's. Bounded by `budget_bytes`, oldest dropped first.
+    """
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self._frames: "collections.OrderedDict[str, tuple[tuple, pd.DataFrame, int]]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _token(path: str) -> Optional[tuple]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    @staticmethod
+    def round_trips(frame: pd.DataFrame) -> bool:
+        index = frame.index
+        if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None):
+            return False
+        if not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
+            return False
+        for col, dtype in frame.dtypes.items():
+            if dtype == object:
+                if len(frame) and pd.api.types.infer_dtype(frame[col], skipna=False) != "string":
+                    return False
+            elif not (dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]"):
+                return False
+        return True
+
+    def put(self, path: str, frame: pd.DataFrame, budget_bytes: int) -> None:
+        if is_s3(path) or budget_bytes <= 0:
+            return
+        size = int(frame.memory_usage(index=False, deep=False).sum())
+        token = self._token(path)
+        if token is None or size > budget_bytes or not self.round_trips(frame):
+            return
+        with self._lock:
+            self._frames.pop(path, None)
+            self._frames[path] = (token, frame.copy(deep=True), size)
+            while sum(v[2] for v in self._frames.values()) > budget_bytes:
+                self._frames.popitem(last=False)
+
+    def get(self, path: str) -> Optional[pd.DataFrame]:
+        with self._lock:
+            entry = self._frames.get(path)
+        if entry is None:
+            return None
+        if self._token(path) != entry[0]:
+            with self._lock:
+                self._frames.pop(path, None)
+            return None
+        return entry[1].copy(deep=True)
+
+    def moved(self, src: str, dst: str) -> None:
+        with self._lock:
+            entry = self._frames.pop(src, None)
+            if entry is not None:
+                self._frames[dst] = entry  # a rename keeps inode, size and mtime
+
+
+_WRITTEN = _WrittenFrames()
+
+
 def _decode(data: bytes, ext: str) -> Any:
     if ext == PARQUET:
         return pd.read_parquet(io.BytesIO(data))
@@ -125,6 +200,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     sse: Optional[str] = Field(default="AES256", description="S3 server-side encryption header of every object "
                                                              "written (as the audit sink): AES256, aws:kms or None")
+
+    memory_cache_mb: int = Field(
+        default=1024, description="frames written by this process (local files) are kept up to this many MB so the "
+                                  "run's later steps skip decoding them again; 0 = always read the file")
 
     _client: Any = PrivateAttr(default=None)
 
@@ -144,6 +223,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def _move(self, src: str, dst: str) -> None:
         storage.move(src, dst, self._client_for(src), extra_args=self._sse())
+        _WRITTEN.moved(src, dst)
+
+    def _remember(self, path: str, obj: Any) -> None:
+        if isinstance(obj, pd.DataFrame):
+            _WRITTEN.put(path, obj, self.memory_cache_mb * 2 ** 20)
 
     def _exists(self, path: str) -> bool:
         return storage.exists(path, self._client_for(path))
@@ -185,6 +269,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if asset[-1] in DAY_ASSETS and partition_key is not None and run_id is not None:
             staged = self._staged(run_id, asset, partition_key, ext, partitions_def)
             self._write(staged, data)
+            self._remember(staged, obj)
             passed = context.output_metadata.get(BLOCKING_CHECKS_PASSED, True)
             passed = getattr(passed, "value", passed)
             later = DAY_ASSETS[DAY_ASSETS.index(asset[-1]) + 1:]
@@ -198,6 +283,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     "not published: a blocking check failed; the previous complete day stays in place")
         else:
             self._write(path, data)
+            self._remember(path, obj)
         if rows is not None:
             metadata["rows"] = rows
         context.add_output_metadata(metadata)
@@ -242,14 +328,22 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                         json.dumps({"run_id": run_id, "assets": runs}, sort_keys=True).encode("utf-8"))
         return moved
 
-    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def, run_id: Optional[str] = None) -> Any:
+    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def,
+                  run_id: Optional[str] = None) -> Any:
         if run_id is not None and asset[-1] in DAY_ASSETS and partition_key is not None:
-            data = self._read(self._staged(run_id, asset, partition_key, PARQUET, partitions_def))
+            staged = self._staged(run_id, asset, partition_key, PARQUET, partitions_def)
+            frame = _WRITTEN.get(staged)
+            if frame is not None:
+                return frame
+            data = self._read(staged)
             if data is not None:  # this run's own, not yet published, decision
                 return _decode(data, PARQUET)
         tried = []
         for ext in (PARQUET, JSON):
             path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
+            frame = _WRITTEN.get(path) if ext == PARQUET else None
+            if frame is not None:  # written by this process moments ago: the same frame, not decoded again
+                return frame
             data = self._read(path)
             if data is not None:
                 return _decode(data, ext)
@@ -317,4 +411,5 @@ def partition_columns(partition_key: Any, partitions_def: Optional[dg.Partitions
     return {"partition": str(partition_key)}
 
 
-__all__ = ["ParquetIOManager", "DAY_ASSETS", "BLOCKING_CHECKS_PASSED", "asset_path", "atomic_write_local", "partition_segments", "partition_columns"]
+__all__ = ["ParquetIOManager", "DAY_ASSETS", "BLOCKING_CHECKS_PASSED", "asset_path", "atomic_write_local",
+           "partition_segments", "partition_columns"]
