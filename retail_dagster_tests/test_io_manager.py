@@ -122,8 +122,8 @@ def test_single_dimension_and_unpartitioned_and_json(tmp_path):
 
     io.handle_output(dg.build_output_context(asset_key="agent_settings"), {"max_daily_change_pct": 10, "b": [1, 2]})
     assert (tmp_path / "agent_settings.json").is_file()
-    assert io.load_input(dg.build_input_context(asset_key="agent_settings")) == {"max_daily_change_pct": 10,
-                                                                                  "b": [1, 2]}
+    settings_back = io.load_input(dg.build_input_context(asset_key="agent_settings"))
+    assert settings_back == {"max_daily_change_pct": 10, "b": [1, 2]}
     with pytest.raises(TypeError, match="stores pandas DataFrames"):
         io.handle_output(dg.build_output_context(asset_key="weird"), object())
 
