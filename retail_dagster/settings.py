@@ -85,7 +85,9 @@ def settings_problems(env: dict | None = None) -> list[str]:
     """Every problem with the environment settings, each naming the variable, its value and what it must be."""
     env = dict(os.environ if env is None else env)
     problems = []
-    for agent in ("demand", "pricing", "rebalancing"):
+    from .agents.registry import agent_names
+
+    for agent in agent_names():
         name = f"RETAIL_DAGSTER_{agent.upper()}_ENGINE"
         value = env.get(name)
         if value and value.strip().lower() not in ("local", "bedrock"):

@@ -19,7 +19,7 @@ import pytest
 from retail_dagster.partitions import partition_key
 from retail_dagster.resources.audit import audit_runs, read_audit
 from retail_dagster.resources.bedrock import BedrockResource
-from retail_dagster_tests.fake_bedrock import FakeReply, FakeRequest, fake_bedrock  # noqa: F401  (fixture)
+from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest, fake_bedrock  # noqa: F401  (fixture)
 from retail_dagster_tests.test_pipeline import PIPELINE, resources
 
 DATE, GROUP = "2026-11-25", "grocery"
@@ -111,8 +111,7 @@ def test_local_engines_pinned(demo_path, tmp_path):
 @pytest.mark.slow
 def test_bedrock_agents_pinned(fake_bedrock, demo_path, tmp_path):  # noqa: F811
     fake_bedrock.responder = llm_model
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, demand_engine="bedrock", pricing_engine="bedrock",
-                          rebalancing_engine="bedrock", retry_mode="standard", max_attempts=2, backoff_base_s=0.01,
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, retry_mode="standard", max_attempts=2, backoff_base_s=0.01,
                           read_timeout_s=10, batch_size=40, max_concurrent_calls=2)
     out = str(tmp_path / "out")
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP),
