@@ -14,7 +14,7 @@ from .display import md_table, readable
 from .partitions import daily_by_group
 
 
-def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
+def check_spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
     """A check on a partitioned asset, itself partitioned the same way: it judges only the run's partition and
     its result is recorded per partition (so the UI shows check status per day and group)."""
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
@@ -24,7 +24,7 @@ def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCh
 INPUTS_CURRENT = "inputs_are_current"
 
 INGEST_CHECKS = [
-    _spec(INPUTS_CURRENT, "inventory_snapshot", True,
+    check_spec(INPUTS_CURRENT, "inventory_snapshot", True,
           "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
           "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
 ]
@@ -63,17 +63,17 @@ FORECAST_VS_NAIVE = "forecast_beats_seasonal_naive"
 FORECAST_PLAUSIBLE = "forecast_within_series_history"
 
 DEMAND_CHECKS = [
-    _spec(FORECAST_COVERAGE, "demand_forecast", True,
+    check_spec(FORECAST_COVERAGE, "demand_forecast", True,
           "Every active SKU-location has a forecast for each of the 14 target days."),
-    _spec(FORECAST_QUANTILES, "demand_forecast", True,
+    check_spec(FORECAST_QUANTILES, "demand_forecast", True,
           "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
-    _spec(FORECAST_SPIKES, "demand_forecast", False,
+    check_spec(FORECAST_SPIKES, "demand_forecast", False,
           "Warns when p50 is far above anything seen in history with no promotion or "
           "event to explain it."),
-    _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
+    check_spec(FORECAST_VS_NAIVE, "demand_forecast", False,
           "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
           "holdout."),
-    _spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
+    check_spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
           "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
           "implausible days are capped); names the series."),
 ]
@@ -167,16 +167,16 @@ TRANSFER_RULES = {
 }
 
 TRANSFER_CHECKS = [
-    _spec(TRANSFER_CONSERVATION, "transfer_plan", True,
+    check_spec(TRANSFER_CONSERVATION, "transfer_plan", True,
           "Per SKU and sender, units out <= available surplus; no sender below its "
           "protection stock or its on-hand."),
-    _spec(TRANSFER_UNITS, "transfer_plan", True,
+    check_spec(TRANSFER_UNITS, "transfer_plan", True,
           "Units are positive integers, whole case packs, at least the minimum transfer."),
-    _spec(TRANSFER_LANES, "transfer_plan", True,
+    check_spec(TRANSFER_LANES, "transfer_plan", True,
           "Every transfer uses an existing lane within its capacity; no self-transfers."),
-    _spec(TRANSFER_BUDGET, "transfer_plan", True,
+    check_spec(TRANSFER_BUDGET, "transfer_plan", True,
           "The plan's transfer cost is within the daily budget."),
-    _spec(TRANSFER_SHARE, "transfer_plan", False,
+    check_spec(TRANSFER_SHARE, "transfer_plan", False,
           "Warns when the plan moves an unusually large share of the network's stock."),
 ]
 
@@ -199,16 +199,16 @@ PRICE_CHANGE_SHARE = "price_change_share"
 PRICE_AT_BOUND = "price_changes_at_max_bound"
 
 PRICE_CHECKS = [
-    _spec(PRICE_GUARDRAILS, "price_recommendations", True,
+    check_spec(PRICE_GUARDRAILS, "price_recommendations", True,
           "Every recommended price is inside all hard guardrails (max change, margin floor, "
           "MSRP, MAP, endings, min days between changes, promotion lock)."),
-    _spec(PRICE_COMPLETE, "price_recommendations", True,
+    check_spec(PRICE_COMPLETE, "price_recommendations", True,
           "Every forecast SKU-location has exactly one recommended price."),
-    _spec(PRICE_POSITIVE, "price_recommendations", True,
+    check_spec(PRICE_POSITIVE, "price_recommendations", True,
           "No recommended price is <= 0 or not finite."),
-    _spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
+    check_spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
           "Warns when the share of SKU-locations changing price is above the threshold."),
-    _spec(PRICE_AT_BOUND, "price_recommendations", False,
+    check_spec(PRICE_AT_BOUND, "price_recommendations", False,
           "Warns when many changes sit exactly at the max change bound at once."),
 ]
 
