@@ -301,7 +301,7 @@ def _cmd_pilot(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .resources.audit import audit_main
+    from .audit.cli import audit_main
 
     return audit_main(date=args.date, group=args.group, sku=args.sku, path=args.path, s3_uri=args.s3_uri,
                       endpoint_url=args.endpoint_url)

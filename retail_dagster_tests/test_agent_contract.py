@@ -23,7 +23,7 @@ from retail_dagster.core.asof import planning_inputs
 from retail_dagster.core.costs import empty_usage
 from retail_dagster.core.guardrails import MAX_INCREASE
 from retail_dagster.partitions import partition_key
-from retail_dagster.resources.audit import audit_runs, read_audit
+from retail_dagster.audit import audit_runs, read_audit
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.settings import settings_problems
 from retail_dagster_tests.test_pipeline import resources

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from retail_dagster.partitions import partition_key
-from retail_dagster.resources.audit import audit_runs, read_audit
+from retail_dagster.audit import audit_runs, read_audit
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest, fake_bedrock  # noqa: F401  (fixture)
 from retail_dagster_tests.test_pipeline import PIPELINE, resources

@@ -21,7 +21,8 @@ from retail_dagster.core.costs import DEFAULT_PRICE_TABLE
 from retail_dagster.core.guardrails import guardrail_violations
 from retail_dagster.partitions import partition_key
 from retail_dagster.core.fingerprint import frame_fingerprint
-from retail_dagster.resources.audit import AuditSink, audit_runs, read_audit
+from retail_dagster.audit import audit_runs, read_audit
+from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager

@@ -625,10 +625,3 @@ def write_demo(data: DemoData, out: str) -> list[str]:
     files = write_tables(data.tables, out)
     files += write_tables(data.truth, f"{out.rstrip('/')}/truth")
     return files
-
-
-def read_truth(path: str) -> dict[str, pd.DataFrame]:
-    import os
-
-    folder = os.path.join(path, "truth")
-    return {f[:-8]: pd.read_parquet(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".parquet")}
