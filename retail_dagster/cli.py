@@ -320,23 +320,27 @@ def _cmd_pilot(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .resources.audit import audit_main
+    from .audit.cli import audit_main
 
     return audit_main(date=args.date, group=args.group, sku=args.sku, path=args.path, s3_uri=args.s3_uri,
                       endpoint_url=args.endpoint_url)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core.asof import HORIZON_DAYS
+    from .core.demo import DemoSize
+
     p = argparse.ArgumentParser(prog="retail-dagster", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write the demo data set (and truth/) as Parquet")
     g.add_argument("--out", required=True)
-    g.add_argument("--skus", type=int, default=200)
-    g.add_argument("--stores", type=int, default=6)
-    g.add_argument("--warehouses", type=int, default=1)
-    g.add_argument("--days", type=int, default=730)
-    g.add_argument("--seed", type=int, default=7)
+    size = DemoSize()
+    g.add_argument("--skus", type=int, default=size.n_skus)
+    g.add_argument("--stores", type=int, default=size.n_stores)
+    g.add_argument("--warehouses", type=int, default=size.n_warehouses)
+    g.add_argument("--days", type=int, default=size.n_days)
+    g.add_argument("--seed", type=int, default=size.seed)
     g.add_argument("--end-date", default=None, help="last observed day (default: the demo's fixed end date)")
     g.set_defaults(fn=_cmd_generate)
 
@@ -358,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backtest", help="rolling-origin forecast backtest vs statsforecast baselines")
     b.add_argument("--path", default=None)
     b.add_argument("--m5", default=None, help="folder with the Kaggle M5 csv files")
-    b.add_argument("--horizon", type=int, default=14)
+    b.add_argument("--horizon", type=int, default=HORIZON_DAYS)
     b.add_argument("--cutoffs", type=int, default=3)
     b.set_defaults(fn=_cmd_backtest)
 

@@ -76,26 +76,12 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     yield freshness_result(inputs, data_source.max_staleness_days)
 
 
-def inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
-                       promotions_calendar, events_calendar, weather_calendar, store_traffic, store_network,
-                       transfer_lanes) -> PlanningInputs:
-    """Rebuild the PlanningInputs of the run's partition from the ingest assets."""
-    date, group = split_partition(context)
-    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network,
-                          sales=sales_history, inventory_snapshot=inventory_snapshot,
-                          promotions=promotions_calendar, events=events_calendar, weather=weather_calendar,
-                          traffic=store_traffic, lanes=transfer_lanes, inventory_history=inventory_history)
-
-
-def partial_inputs(context, inventory_snapshot, catalog_slice, store_network, transfer_lanes) -> PlanningInputs:
-    """PlanningInputs holding only the stock position, catalog and network: all the rebalancing agent reads,
-    so its step does not load the sales and inventory histories."""
+def inputs_from_frames(context, frames: dict[str, pd.DataFrame]) -> PlanningInputs:
+    """The run partition's PlanningInputs from ingest asset values keyed by asset name; a table not given (an
+    agent that does not read it) is empty."""
     date, group = split_partition(context)
     empty = pd.DataFrame()
-    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network, sales=empty,
-                          inventory_snapshot=inventory_snapshot, promotions=empty, events=empty, weather=empty,
-                          traffic=empty, lanes=transfer_lanes, inventory_history=None)
-
-
-# the ingest assets every agent asset takes as inputs, in inputs_from_assets' order
-INGEST_INS = {name: dg.AssetIn(key=name) for name in INGEST_OUTPUTS}
+    values = {attr: frames.get(name, empty) for name, (attr, _) in INGEST_OUTPUTS.items()}
+    if "inventory_history" not in frames:
+        values["inventory_history"] = None
+    return PlanningInputs(date=date, sku_group=group, **values)

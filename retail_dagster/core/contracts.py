@@ -482,15 +482,3 @@ def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str]
     if problems:
         raise ContractError(problems)
     return clean
-
-
-def describe_contracts() -> str:
-    """Markdown description of every table (for README / UI)."""
-    lines = []
-    for t in CONTRACTS.values():
-        lines.append(f"### {t.name}\nkey: {', '.join(t.key)}. {t.description}\n")
-        lines.append("| column | type | unit | required |\n|---|---|---|---|")
-        for c in t.columns:
-            lines.append(f"| {c.name} | {c.kind} | {c.unit} | {'yes' if c.required else 'no'} |")
-        lines.append("")
-    return "\n".join(lines)

@@ -108,6 +108,12 @@ class GuardrailSettings:
         return [(e, m) for e, m in groups.items() if m.any()]
 
 
+def price_changed(current, recommended) -> np.ndarray:
+    """Per row: the recommended price differs from the current one by half a cent or more (the one definition of a
+    price change: the checks, the metadata, the LLM re-check and the pilot's world all use it)."""
+    return np.abs(np.asarray(recommended, dtype=float) - np.asarray(current, dtype=float)) >= CHANGE_TOLERANCE_USD
+
+
 def _validate_values(s: GuardrailSettings) -> None:
     problems = []
     if not 0 <= s.max_daily_change_pct < 100:
