@@ -88,6 +88,17 @@ def _arrow_filter(schema, skus: Optional[list[str]], since, until):
     return expr
 
 
+def reader_threads() -> int:
+    """Threads the Parquet reader may use: the run's share of the cores. Runs sharing a machine set
+    OMP_NUM_THREADS (as pipeline_bench's parallel pass does) so that the reader, BLAS and LightGBM together never
+    oversubscribe the cores; RETAIL_DAGSTER_READER_THREADS overrides it."""
+    value = os.environ.get("RETAIL_DAGSTER_READER_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    try:
+        return max(1, int(value)) if value else (os.cpu_count() or 1)
+    except ValueError:
+        return 1
+
+
 def _read_parquet(open_source, columns: Optional[list[str]], skus, since, until) -> tuple[pd.DataFrame, bool]:
     """(frame, whether the row filters were applied by the reader). Only the wanted columns and the row groups
     whose statistics can hold wanted rows are decoded; dictionary-encoded ids come back categorical (the
@@ -99,10 +110,10 @@ def _read_parquet(open_source, columns: Optional[list[str]], skus, since, until)
         columns = [c for c in columns if c in schema.names]
     expr = _arrow_filter(schema, skus, since, until)
     wanted = expr is not None or (skus is None and since is None and until is None)
-    # one thread: on a shared machine the runs of the other groups use the other cores; pyarrow's pool only
-    # adds contention (and CPU seconds) there
-    table = pq.read_table(open_source(), columns=columns, filters=expr if expr is not None else None, use_threads=False)
-    frame = table.to_pandas(use_threads=False, split_blocks=True, self_destruct=True)
+    threads = reader_threads() > 1
+    table = pq.read_table(open_source(), columns=columns, filters=expr if expr is not None else None,
+                          use_threads=threads)
+    frame = table.to_pandas(use_threads=threads, split_blocks=True, self_destruct=True)
     return frame, wanted
 
 
