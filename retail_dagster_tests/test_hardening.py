@@ -80,7 +80,7 @@ def resources(data_path, out, cache, **demand_kw) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=str(cache), bedrock=bedrock, **demand_kw),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=str(cache)),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=str(cache)),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
@@ -188,7 +188,7 @@ def test_model_cache_is_keyed_by_the_training_data(demo_path, poisoned_path, tmp
 def test_elasticity_cache_is_keyed_by_the_data(demo_path, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_path, data, ignore=shutil.ignore_patterns("truth"))
-    agent = PricingAgent(cache_dir=str(tmp_path / "cache"))
+    agent = PricingAgent(model_cache_dir=str(tmp_path / "cache"))
     first = agent.elasticities(_inputs(str(data)), "same")
     sales = pd.read_parquet(data / "sales.parquet")
     cat = pd.read_parquet(data / "catalog.parquet")
@@ -499,7 +499,7 @@ def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp
                           max_attempts=1, transient_retries=0, backoff_base_s=0.01, read_timeout_s=5)
     res = resources(demo_path, tmp_path / "out", cache)
     res["bedrock"] = llm
-    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(cache))
+    res["pricing_agent"] = PricingAgent(bedrock=llm, model_cache_dir=str(cache))
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP), resources=res)
     assert result.success
     warnings = summarize_result(result)["warnings"]

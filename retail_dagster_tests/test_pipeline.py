@@ -52,7 +52,7 @@ def resources(demo_path, out, model_cache, bedrock=None) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=model_cache, bedrock=bedrock),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=model_cache),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=model_cache),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 

@@ -102,8 +102,8 @@ profit from the forecast and a hierarchically pooled price elasticity, with stoc
 the hard guardrails (max daily change, margin floor, MSRP, MAP, price endings, min days between changes, promotion
 lock) and with the lowest price of the prior 30 days recorded for every markdown (EU Omnibus)."""
 
-    cache_dir: Optional[str] = Field(default=None, description="where weekly elasticity estimates are cached "
-                                                               "(None = estimate in every run)")
+    model_cache_dir: Optional[str] = Field(default=None, description="where weekly elasticity estimates are "
+                                                                     "cached (None = estimate in every run)")
     reestimate_every_days: int = Field(default=7, description="elasticities are estimated on a fixed weekly grid "
                                                               "from data before the grid date")
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig,
@@ -118,7 +118,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
 
     @classmethod
     def from_settings(cls, bedrock):
-        return cls(bedrock=bedrock, cache_dir=env_settings.model_cache_path())
+        return cls(bedrock=bedrock, model_cache_dir=env_settings.model_cache_path())
 
     def guardrail_settings(self) -> GuardrailSettings:
         return self.guardrails.settings()
@@ -132,7 +132,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         and a backfill of it, uses the same estimate), with stock-out days left out; cached per group and week."""
         anchor = anchor_date(inputs.date, self.reestimate_every_days)
         path = None
-        if self.cache_dir:
+        if self.model_cache_dir:
             # keyed by the content of the estimation window, so changed inputs re-estimate
             lookback = (self.settings().elasticity.history_days or 3650) + 1
             content = window_fingerprint({"sales": inputs.sales, "inventory": inputs.inventory_history,
@@ -141,7 +141,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
                                          anchor - pd.Timedelta(days=lookback), anchor, f"cap={self.cap_outliers}")
             # the content, not the source: the same data gives the same estimate wherever it comes from
             key = hashlib.sha1(f"{self.settings().elasticity}|{content}".encode()).hexdigest()[:10]
-            path = os.path.join(self.cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
+            path = os.path.join(self.model_cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
             if os.path.exists(path):
                 return pd.read_parquet(path)
         sales = inputs.sales[inputs.sales["date"] < anchor]
