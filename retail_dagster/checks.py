@@ -20,6 +20,7 @@ def check_spec(name: str, asset: str, blocking: bool, description: str) -> dg.As
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
                              partitions_def=daily_by_group)
 
+
 # ---- ingest ----------------------------------------------------------------------------------------------------
 INPUTS_CURRENT = "inputs_are_current"
 
@@ -243,5 +244,5 @@ def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: 
     bound_share = float(at_bound.sum() / max(changed.sum(), 1))
     yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": readable(bound_share),
-                                        "threshold": max_at_bound_share})
+                              metadata={"changes_at_bound": int(at_bound.sum()),
+                                        "share_of_changes": readable(bound_share), "threshold": max_at_bound_share})

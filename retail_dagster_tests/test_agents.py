@@ -24,8 +24,8 @@ def test_elasticities_are_weekly_cached_and_leak_free(demo_tables, tmp_path):
     week = sales["date"] >= monday
     sales.loc[week, "units"] = sales.loc[week, "units"] * 7 + 3
     tables["sales"] = sales
-    fresh = PricingAgent(model_cache_dir=None).elasticities(planning_inputs(tables, monday + pd.Timedelta(days=3),
-                                                                      "grocery"))
+    later = planning_inputs(tables, monday + pd.Timedelta(days=3), "grocery")
+    fresh = PricingAgent(model_cache_dir=None).elasticities(later)
     pd.testing.assert_frame_equal(first, fresh)
     next_week = agent.elasticities(planning_inputs(demo_tables, monday + pd.Timedelta(days=7), "grocery"), "demo")
     assert len([f for _, _, fs in os.walk(tmp_path) for f in fs]) == 2

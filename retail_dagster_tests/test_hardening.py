@@ -27,7 +27,6 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster.testing.fake_bedrock import fake_bedrock  # noqa: F401  (a fixture)
 
 DATE, GROUP = "2026-11-25", "grocery"
 POISON_DAYS = pd.to_datetime(["2026-08-03", "2026-08-04", "2026-08-05"])  # inside the training window
@@ -490,7 +489,7 @@ def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_pa
         assert value == round(value, 2)
 
 
-def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):  # noqa: F811
+def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):
     from retail_dagster.cli import summarize_result
     from retail_dagster.testing.fake_bedrock import FakeError
 

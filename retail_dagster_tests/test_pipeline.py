@@ -26,13 +26,9 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster.testing.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FAKE_SECRETS,
-    FakeReply,
-    FakeRequest,
-    echo_engine,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FAKE_SECRETS, FakeReply, FakeRequest, echo_engine
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 DATE, GROUP = "2026-11-25", "grocery"
 PIPELINE = [ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_accuracy, cost_assets()[0]]
@@ -158,7 +154,7 @@ def test_bedrock_engines_end_to_end_through_dagster(fake_bedrock, demo_path, mod
 
     fake_bedrock.responder = greedy_model
     caplog.set_level(logging.DEBUG)
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, retry_mode="standard", max_attempts=2,
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=2,
                           backoff_base_s=0.01, read_timeout_s=10, batch_size=40, max_concurrent_calls=4)
     data = _injected(demo_path, tmp_path)
     out = tmp_path / "out"

@@ -94,7 +94,8 @@ class ForecastSummary:
 
 
 class DemandSensingAgent(Agent):
-    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
+    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an
+    LLM."""
 
     name: ClassVar[str] = "demand"
     asset_name: ClassVar[str] = "demand_forecast"

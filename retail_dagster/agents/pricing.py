@@ -176,7 +176,8 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         cat_cols = [c for c in ("unit_cost", "msrp", "map_price", "category") if c not in chosen.columns]
         frame = chosen.merge(inputs.catalog[["sku_id"] + cat_cols], on="sku_id", how="left") if cat_cols else chosen
         checked = apply_guardrails(frame.drop(columns=["reason", "clamped", "clamp_rule"], errors="ignore")
-                                   .assign(wished_price=chosen["recommended_price"].to_numpy()), self.guardrail_settings())
+                                   .assign(wished_price=chosen["recommended_price"].to_numpy()),
+                                   self.guardrail_settings())
         out = chosen.copy()
         llm_price = chosen["recommended_price"].to_numpy(dtype=float)
         final = checked["recommended_price"].to_numpy(dtype=float)

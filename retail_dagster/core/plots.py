@@ -59,4 +59,3 @@ def top_series(forecast: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]:
         return []
     tot = forecast.groupby(["sku_id", "location_id"])["mean"].sum().sort_values(ascending=False, kind="stable")
     return [tuple(map(str, k)) for k in tot.index[:n]]
-
