@@ -31,3 +31,10 @@ def demo_path(demo, tmp_path_factory):
     path = tmp_path_factory.mktemp("demo_data")
     write_demo(demo, str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One model and elasticity cache for the session: both are keyed by the content of their training data, so
+    every test that plans the same data shares one trained model (a test about training uses its own folder)."""
+    return str(tmp_path_factory.mktemp("model_cache"))

@@ -57,10 +57,10 @@ def poisoned_path(demo_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One model cache for the module: it is keyed by the training data's content, so sharing it is safe (and each
-    data set trains once)."""
-    return tmp_path_factory.mktemp("models")
+def cache(model_cache):
+    """The session's model cache: it is keyed by the training data's content, so sharing it is safe (and each data
+    set trains once)."""
+    return model_cache
 
 
 def _inputs(path: str, date: str = DATE, group: str = GROUP):

@@ -102,22 +102,22 @@ def compare_with_golden(name: str, tables: dict[str, pd.DataFrame]) -> None:
 
 
 @pytest.mark.slow
-def test_local_engines_pinned(demo_path, tmp_path):
+def test_local_engines_pinned(demo_path, model_cache, tmp_path):
     out = str(tmp_path / "out")
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP),
-                            resources=resources(demo_path, out, str(tmp_path / "models")), raise_on_error=False)
+                            resources=resources(demo_path, out, model_cache), raise_on_error=False)
     assert result.success
     compare_with_golden("local", pinned_outputs(result, out))
 
 
 @pytest.mark.slow
-def test_bedrock_agents_pinned(fake_bedrock, demo_path, tmp_path):
+def test_bedrock_agents_pinned(fake_bedrock, demo_path, model_cache, tmp_path):
     fake_bedrock.responder = llm_model
     llm = BedrockResource(endpoint_url=fake_bedrock.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=2,
                           backoff_base_s=0.01, read_timeout_s=10, batch_size=40, max_concurrent_calls=2)
     out = str(tmp_path / "out")
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP),
-                            resources=resources(demo_path, out, str(tmp_path / "models"), bedrock=llm),
+                            resources=resources(demo_path, out, model_cache, bedrock=llm),
                             raise_on_error=False)
     assert result.success
     compare_with_golden("bedrock", pinned_outputs(result, out))

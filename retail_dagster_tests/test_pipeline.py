@@ -35,11 +35,6 @@ PIPELINE = [ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_ac
 AGENT_ASSETS = ["demand_forecast", "price_recommendations", "transfer_plan"]
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("model_cache"))
-
-
 def resources(demo_path, out, model_cache, bedrock=None) -> dict:
     bedrock = bedrock or BedrockResource()
     return {
