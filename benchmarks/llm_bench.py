@@ -25,6 +25,8 @@ from retail_dagster.agents.registry import agent_names
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.testing.fake_bedrock import FakeBedrock, echo_engine
 
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
+
 
 def synthetic_frames(n: int, n_locations: int = 10, horizon: int = 14, n_cands: int = 5,
                      transfer_share: float = 0.2, seed: int = 0):
@@ -98,7 +100,7 @@ def main() -> None:
     frames = synthetic_frames(n)
     fake = FakeBedrock(responder=echo_engine, latency_s=args.latency_s).start()
     try:
-        common = dict(endpoint_url=fake.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, batch_size=args.batch_size,
+        common = dict(endpoint_url=fake.url, engines=ALL_BEDROCK, batch_size=args.batch_size,
                       max_concurrent_calls=args.concurrency, run_budget_usd=None)
         estimate = run_all(frames, BedrockResource(dry_run=True, **common))
         t0 = time.perf_counter()

@@ -20,13 +20,14 @@ def check_spec(name: str, asset: str, blocking: bool, description: str) -> dg.As
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
                              partitions_def=daily_by_group)
 
+
 # ---- ingest ----------------------------------------------------------------------------------------------------
 INPUTS_CURRENT = "inputs_are_current"
 
 INGEST_CHECKS = [
     check_spec(INPUTS_CURRENT, "inventory_snapshot", True,
-          "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
-          "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
+               "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
+               "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
 ]
 
 
@@ -64,18 +65,18 @@ FORECAST_PLAUSIBLE = "forecast_within_series_history"
 
 DEMAND_CHECKS = [
     check_spec(FORECAST_COVERAGE, "demand_forecast", True,
-          "Every active SKU-location has a forecast for each of the 14 target days."),
+               "Every active SKU-location has a forecast for each of the 14 target days."),
     check_spec(FORECAST_QUANTILES, "demand_forecast", True,
-          "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
+               "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
     check_spec(FORECAST_SPIKES, "demand_forecast", False,
-          "Warns when p50 is far above anything seen in history with no promotion or "
-          "event to explain it."),
+               "Warns when p50 is far above anything seen in history with no promotion or "
+               "event to explain it."),
     check_spec(FORECAST_VS_NAIVE, "demand_forecast", False,
-          "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
-          "holdout."),
+               "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
+               "holdout."),
     check_spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
-          "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
-          "implausible days are capped); names the series."),
+               "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
+               "implausible days are capped); names the series."),
 ]
 
 
@@ -168,16 +169,16 @@ TRANSFER_RULES = {
 
 TRANSFER_CHECKS = [
     check_spec(TRANSFER_CONSERVATION, "transfer_plan", True,
-          "Per SKU and sender, units out <= available surplus; no sender below its "
-          "protection stock or its on-hand."),
+               "Per SKU and sender, units out <= available surplus; no sender below its "
+               "protection stock or its on-hand."),
     check_spec(TRANSFER_UNITS, "transfer_plan", True,
-          "Units are positive integers, whole case packs, at least the minimum transfer."),
+               "Units are positive integers, whole case packs, at least the minimum transfer."),
     check_spec(TRANSFER_LANES, "transfer_plan", True,
-          "Every transfer uses an existing lane within its capacity; no self-transfers."),
+               "Every transfer uses an existing lane within its capacity; no self-transfers."),
     check_spec(TRANSFER_BUDGET, "transfer_plan", True,
-          "The plan's transfer cost is within the daily budget."),
+               "The plan's transfer cost is within the daily budget."),
     check_spec(TRANSFER_SHARE, "transfer_plan", False,
-          "Warns when the plan moves an unusually large share of the network's stock."),
+               "Warns when the plan moves an unusually large share of the network's stock."),
 ]
 
 
@@ -200,16 +201,16 @@ PRICE_AT_BOUND = "price_changes_at_max_bound"
 
 PRICE_CHECKS = [
     check_spec(PRICE_GUARDRAILS, "price_recommendations", True,
-          "Every recommended price is inside all hard guardrails (max change, margin floor, "
-          "MSRP, MAP, endings, min days between changes, promotion lock)."),
+               "Every recommended price is inside all hard guardrails (max change, margin floor, "
+               "MSRP, MAP, endings, min days between changes, promotion lock)."),
     check_spec(PRICE_COMPLETE, "price_recommendations", True,
-          "Every forecast SKU-location has exactly one recommended price."),
+               "Every forecast SKU-location has exactly one recommended price."),
     check_spec(PRICE_POSITIVE, "price_recommendations", True,
-          "No recommended price is <= 0 or not finite."),
+               "No recommended price is <= 0 or not finite."),
     check_spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
-          "Warns when the share of SKU-locations changing price is above the threshold."),
+               "Warns when the share of SKU-locations changing price is above the threshold."),
     check_spec(PRICE_AT_BOUND, "price_recommendations", False,
-          "Warns when many changes sit exactly at the max change bound at once."),
+               "Warns when many changes sit exactly at the max change bound at once."),
 ]
 
 
@@ -243,5 +244,5 @@ def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: 
     bound_share = float(at_bound.sum() / max(changed.sum(), 1))
     yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": readable(bound_share),
-                                        "threshold": max_at_bound_share})
+                              metadata={"changes_at_bound": int(at_bound.sum()),
+                                        "share_of_changes": readable(bound_share), "threshold": max_at_bound_share})

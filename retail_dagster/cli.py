@@ -1,4 +1,5 @@
-"""`retail-dagster` command line: generate demo data, validate inputs, run the daily pipeline, backtest, read the audit."""
+"""`retail-dagster` command line: generate demo data, validate inputs, run the daily pipeline, backtest, read the
+audit trail, run the closed-loop pilot."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
     if unknown:
         raise UserError(f"unknown SKU group(s) {unknown}; groups: {all_groups}")
     job = defs.resolve_job_def(DAILY_PIPELINE)
-    instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
+    if instance is None:
+        instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     summary: dict = {"date": date, "groups": {}, "success": True}
     for group in groups:
         t0 = time.perf_counter()
@@ -225,7 +227,8 @@ def decision_lines(decided: dict) -> list[str]:
     calls = sum(int(decided.get(a, {}).get("llm_calls", 0) or 0) for a in AGENT_ASSETS)
     fallbacks = sum(int(decided.get(a, {}).get("llm_fallbacks", 0) or 0) for a in AGENT_ASSETS)
     if calls or fc or pr:
-        lines.append(f"LLM: {usd:.4f} USD, {calls} calls, {fallbacks} fallbacks" if calls else "LLM: off (local engines)")
+        lines.append(f"LLM: {usd:.4f} USD, {calls} calls, {fallbacks} fallbacks" if calls
+                     else "LLM: off (local engines)")
     return lines
 
 

@@ -23,7 +23,8 @@ from .resources.io_manager import ParquetIOManager
 def build_resources(agents=None) -> dict:
     """Resources chosen from environment variables (see retail_dagster/settings.py)."""
     size = settings.demo_size_from_env()
-    bedrock = BedrockResource(region_name=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+    region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    bedrock = BedrockResource(region_name=region,
                               endpoint_url=os.environ.get("RETAIL_DAGSTER_BEDROCK_ENDPOINT") or None,
                               dry_run=os.environ.get("RETAIL_DAGSTER_LLM_DRY_RUN", "") == "1")
     resources = {

@@ -2,11 +2,11 @@
 
 | variable | default | meaning |
 |---|---|---|
-| RETAIL_DAGSTER_SOURCE | demo | input data source: `demo` (embedded generator), `files` (a folder or s3:// prefix of tables), `m5` |
+| RETAIL_DAGSTER_SOURCE | demo | input source: `demo` (embedded generator), `files` (folder or s3:// prefix), `m5` |
 | RETAIL_DAGSTER_DATA | ./data/demo | where the input tables live (for `demo`: where the generated set is cached) |
 | RETAIL_DAGSTER_OUT | ./out | base path of asset values (local folder or s3://bucket/prefix) |
-| RETAIL_DAGSTER_AUDIT | <OUT>/.. audit under the same base | base path of the audit trail (local folder or s3://bucket/prefix) |
-| RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | 200 / 6 / 1 / 730 / 7 / 2026-11-24 | demo size |
+| RETAIL_DAGSTER_AUDIT | <OUT> | base of the audit trail (audit/ under it; local folder or s3://bucket/prefix) |
+| RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | core.demo.DemoSize | demo size |
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
 | RETAIL_DAGSTER_MAX_STALENESS_DAYS | 0 | freshness tolerance: sales and inventory may end this many days before D-1 |

@@ -161,7 +161,8 @@ def test_registering_an_agent_is_checked(toy_registered):
 
 @pytest.mark.slow
 def test_a_registered_toy_agent_runs_in_the_pipeline_with_its_checks_costs_and_audit(toy_registered, demo_path,
-                                                                                     tmp_path, monkeypatch):
+                                                                                     model_cache, tmp_path,
+                                                                                     monkeypatch):
     # the Bedrock switch, the settings check and the definitions know it without any other edit
     assert BedrockResource().engine_for("alerts") == "local"
     monkeypatch.setenv("RETAIL_DAGSTER_ALERTS_ENGINE", "bedrok")
@@ -173,7 +174,7 @@ def test_a_registered_toy_agent_runs_in_the_pipeline_with_its_checks_costs_and_a
     assert defs.resolve_assets_def("reorder_alerts") is not None and "alerts_agent" in defs.resources
 
     out = str(tmp_path / "out")
-    res = {**resources(demo_path, out, str(tmp_path / "models")), "alerts_agent": ReorderAlertAgent(cover_days=5)}
+    res = {**resources(demo_path, out, model_cache), "alerts_agent": ReorderAlertAgent(cover_days=5)}
     result = dg.materialize([ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_accuracy,
                              cost_assets()[0]], partition_key=partition_key(DATE, GROUP), resources=res,
                             raise_on_error=False)

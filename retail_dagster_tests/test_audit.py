@@ -1,4 +1,4 @@
-"""Audit trail: documented layout, append-only runs, SSE on S3 (moto), incomplete attempts, history, secret scrubbing."""
+"""Audit trail: documented layout, append-only runs, SSE on S3 (moto), incomplete attempts, history, scrubbing."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster.testing.fake_bedrock import fake_bedrock  # noqa: F401  (a fixture)
 
 DATE, GROUP = "2026-11-25", "grocery"
 POISON_DAYS = pd.to_datetime(["2026-08-03", "2026-08-04", "2026-08-05"])  # inside the training window
@@ -58,10 +57,10 @@ def poisoned_path(demo_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One model cache for the module: it is keyed by the training data's content, so sharing it is safe (and each
-    data set trains once)."""
-    return tmp_path_factory.mktemp("models")
+def cache(model_cache):
+    """The session's model cache: it is keyed by the training data's content, so sharing it is safe (and each data
+    set trains once)."""
+    return model_cache
 
 
 def _inputs(path: str, date: str = DATE, group: str = GROUP):
@@ -80,7 +79,7 @@ def resources(data_path, out, cache, **demand_kw) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=str(cache), bedrock=bedrock, **demand_kw),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=str(cache)),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=str(cache)),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
@@ -188,7 +187,7 @@ def test_model_cache_is_keyed_by_the_training_data(demo_path, poisoned_path, tmp
 def test_elasticity_cache_is_keyed_by_the_data(demo_path, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_path, data, ignore=shutil.ignore_patterns("truth"))
-    agent = PricingAgent(cache_dir=str(tmp_path / "cache"))
+    agent = PricingAgent(model_cache_dir=str(tmp_path / "cache"))
     first = agent.elasticities(_inputs(str(data)), "same")
     sales = pd.read_parquet(data / "sales.parquet")
     cat = pd.read_parquet(data / "catalog.parquet")
@@ -495,7 +494,7 @@ def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_pa
         assert value == round(value, 2)
 
 
-def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):  # noqa: F811
+def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):
     from retail_dagster.cli import summarize_result
     from retail_dagster.testing.fake_bedrock import FakeError
 
@@ -504,7 +503,7 @@ def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp
                           max_attempts=1, transient_retries=0, backoff_base_s=0.01, read_timeout_s=5)
     res = resources(demo_path, tmp_path / "out", cache)
     res["bedrock"] = llm
-    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(cache))
+    res["pricing_agent"] = PricingAgent(bedrock=llm, model_cache_dir=str(cache))
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP), resources=res)
     assert result.success
     warnings = summarize_result(result)["warnings"]

@@ -13,15 +13,13 @@ from retail_dagster.agents.sensing_llm import sense_demand
 from retail_dagster.core.costs import agent_costs
 from retail_dagster.agents.registry import agent_names
 from retail_dagster.resources.bedrock import BedrockResource
-from retail_dagster.testing.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FakeReply,
-    FakeRequest,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 
 def make_llm(fake, **kw) -> BedrockResource:
-    settings = dict(endpoint_url=fake.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, retry_mode="standard", max_attempts=1,
+    settings = dict(endpoint_url=fake.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=1,
                     backoff_base_s=0.01, read_timeout_s=5, batch_size=5, max_concurrent_calls=4)
     settings.update(kw)
     return BedrockResource(**settings)

@@ -19,8 +19,10 @@ import pytest
 from retail_dagster.partitions import partition_key
 from retail_dagster.audit import audit_runs, read_audit
 from retail_dagster.resources.bedrock import BedrockResource
-from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest, fake_bedrock  # noqa: F401  (fixture)
+from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest
 from retail_dagster_tests.test_pipeline import PIPELINE, resources
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 DATE, GROUP = "2026-11-25", "grocery"
 GOLDEN = os.path.join(os.path.dirname(__file__), "pinned")
@@ -100,22 +102,22 @@ def compare_with_golden(name: str, tables: dict[str, pd.DataFrame]) -> None:
 
 
 @pytest.mark.slow
-def test_local_engines_pinned(demo_path, tmp_path):
+def test_local_engines_pinned(demo_path, model_cache, tmp_path):
     out = str(tmp_path / "out")
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP),
-                            resources=resources(demo_path, out, str(tmp_path / "models")), raise_on_error=False)
+                            resources=resources(demo_path, out, model_cache), raise_on_error=False)
     assert result.success
     compare_with_golden("local", pinned_outputs(result, out))
 
 
 @pytest.mark.slow
-def test_bedrock_agents_pinned(fake_bedrock, demo_path, tmp_path):  # noqa: F811
+def test_bedrock_agents_pinned(fake_bedrock, demo_path, model_cache, tmp_path):
     fake_bedrock.responder = llm_model
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, retry_mode="standard", max_attempts=2, backoff_base_s=0.01,
-                          read_timeout_s=10, batch_size=40, max_concurrent_calls=2)
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=2,
+                          backoff_base_s=0.01, read_timeout_s=10, batch_size=40, max_concurrent_calls=2)
     out = str(tmp_path / "out")
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP),
-                            resources=resources(demo_path, out, str(tmp_path / "models"), bedrock=llm),
+                            resources=resources(demo_path, out, model_cache, bedrock=llm),
                             raise_on_error=False)
     assert result.success
     compare_with_golden("bedrock", pinned_outputs(result, out))

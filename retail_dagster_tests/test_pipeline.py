@@ -26,22 +26,13 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster.testing.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FAKE_SECRETS,
-    FakeReply,
-    FakeRequest,
-    echo_engine,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FAKE_SECRETS, FakeReply, FakeRequest, echo_engine
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 DATE, GROUP = "2026-11-25", "grocery"
 PIPELINE = [ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_accuracy, cost_assets()[0]]
 AGENT_ASSETS = ["demand_forecast", "price_recommendations", "transfer_plan"]
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("model_cache"))
 
 
 def resources(demo_path, out, model_cache, bedrock=None) -> dict:
@@ -52,7 +43,7 @@ def resources(demo_path, out, model_cache, bedrock=None) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=model_cache, bedrock=bedrock),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=model_cache),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=model_cache),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
@@ -158,7 +149,7 @@ def test_bedrock_engines_end_to_end_through_dagster(fake_bedrock, demo_path, mod
 
     fake_bedrock.responder = greedy_model
     caplog.set_level(logging.DEBUG)
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}, retry_mode="standard", max_attempts=2,
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=2,
                           backoff_base_s=0.01, read_timeout_s=10, batch_size=40, max_concurrent_calls=4)
     data = _injected(demo_path, tmp_path)
     out = tmp_path / "out"

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ..core.asof import PlanningInputs
 from ..resources.bedrock import BedrockResource
+from .llm import step_enabled
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Agent(dg.ConfigurableResource):
 
     def llm_on(self) -> bool:
         """True when the agent's LLM step runs: a Bedrock client is given and the agent's engine is bedrock."""
-        return self.bedrock is not None and self.bedrock.engine_for(self.name) == "bedrock"
+        return step_enabled(self.bedrock, self.name)
 
     def model_label(self) -> str:
         """The model that decides: the Bedrock model id when the LLM step is on, else the local model label."""

@@ -26,7 +26,8 @@ from .base import Agent, Decision, engine_label
 from .sensing_llm import sense_demand, sensing_context
 
 
-def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp, days: int = 14,
+def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp,
+                                days: int = ForecastSettings.calibration_days,
                                 season: int = 7) -> Optional[float]:
     """WAPE of SeasonalNaive(7) on the holdout [anchor - days, anchor), in-stock days only (like the engine's)."""
     cut = anchor - pd.Timedelta(days=days)
@@ -94,7 +95,8 @@ class ForecastSummary:
 
 
 class DemandSensingAgent(Agent):
-    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
+    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an
+    LLM."""
 
     name: ClassVar[str] = "demand"
     asset_name: ClassVar[str] = "demand_forecast"

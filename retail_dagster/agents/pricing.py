@@ -22,7 +22,7 @@ from ..core.files import atomic_write_local
 from ..core.fingerprint import window_fingerprint
 from ..core.forecasting import anchor_date
 from ..core.guardrails import GuardrailSettings, apply_guardrails, guardrail_violations, price_changed
-from ..core.plausibility import cap_outliers, explained_days
+from ..core.plausibility import OutlierSettings, cap_outliers, explained_days
 from ..core.pricing import PricingSettings, price_candidates, recommend_prices
 from ..display import engine_counts, md_table, num
 from .base import Agent, Decision, engine_label
@@ -102,8 +102,8 @@ profit from the forecast and a hierarchically pooled price elasticity, with stoc
 the hard guardrails (max daily change, margin floor, MSRP, MAP, price endings, min days between changes, promotion
 lock) and with the lowest price of the prior 30 days recorded for every markdown (EU Omnibus)."""
 
-    cache_dir: Optional[str] = Field(default=None, description="where weekly elasticity estimates are cached "
-                                                               "(None = estimate in every run)")
+    model_cache_dir: Optional[str] = Field(default=None, description="where weekly elasticity estimates are "
+                                                                     "cached (None = estimate in every run)")
     reestimate_every_days: int = Field(default=7, description="elasticities are estimated on a fixed weekly grid "
                                                               "from data before the grid date")
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig,
@@ -118,7 +118,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
 
     @classmethod
     def from_settings(cls, bedrock):
-        return cls(bedrock=bedrock, cache_dir=env_settings.model_cache_path())
+        return cls(bedrock=bedrock, model_cache_dir=env_settings.model_cache_path())
 
     def guardrail_settings(self) -> GuardrailSettings:
         return self.guardrails.settings()
@@ -129,22 +129,30 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
 
     def elasticities(self, inputs: PlanningInputs, source_identity: str = "") -> pd.DataFrame:
         """Own-price elasticities per SKU, estimated from data before the week's grid date (so every day of a week,
-        and a backfill of it, uses the same estimate), with stock-out days left out; cached per group and week."""
+        and a backfill of it, uses the same estimate), with stock-out days left out and implausible sales days
+        capped (as the demand agent caps them); cached per group and week. `inputs` are the raw inputs: capping runs
+        only when the estimate is not cached (it is causal, so capping the window equals capping all history)."""
         anchor = anchor_date(inputs.date, self.reestimate_every_days)
+        outlier_settings = OutlierSettings()
         path = None
-        if self.cache_dir:
-            # keyed by the content of the estimation window, so changed inputs re-estimate
-            lookback = (self.settings().elasticity.history_days or 3650) + 1
+        if self.model_cache_dir:
+            # keyed by the raw content of the estimation window (and the days the capping looks back on), so
+            # changed inputs re-estimate
+            lookback = (self.settings().elasticity.history_days or 3650) + 1 + outlier_settings.window_days
             content = window_fingerprint({"sales": inputs.sales, "inventory": inputs.inventory_history,
                                           "events": inputs.events, "catalog": inputs.catalog,
                                           "locations": inputs.locations},
-                                         anchor - pd.Timedelta(days=lookback), anchor, f"cap={self.cap_outliers}")
+                                         anchor - pd.Timedelta(days=lookback), anchor,
+                                         f"cap={self.cap_outliers}|{outlier_settings.fingerprint()}")
             # the content, not the source: the same data gives the same estimate wherever it comes from
             key = hashlib.sha1(f"{self.settings().elasticity}|{content}".encode()).hexdigest()[:10]
-            path = os.path.join(self.cache_dir, "elasticity", key, inputs.sku_group, f"{anchor:%Y-%m-%d}.parquet")
+            path = os.path.join(self.model_cache_dir, "elasticity", key, inputs.sku_group,
+                                f"{anchor:%Y-%m-%d}.parquet")
             if os.path.exists(path):
                 return pd.read_parquet(path)
         sales = inputs.sales[inputs.sales["date"] < anchor]
+        if self.cap_outliers:
+            sales = cap_outliers(sales, outlier_settings, explained_days(sales, inputs.events, inputs.locations))[0]
         inv = inputs.inventory_history
         inv = inv[inv["date"] < anchor] if inv is not None else None
         est = estimate_elasticities(sales, inputs.catalog, inv, inputs.events[inputs.events["date"] < anchor],
@@ -160,10 +168,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         """(recommendations, LLM usage). The LLM, when on, picks among compliant candidates; the guardrails run
         again on its pick, so nothing it says can leave the hard bounds."""
         s = self.settings()
-        if self.cap_outliers:
-            explained = explained_days(inputs.sales, inputs.events, inputs.locations)
-            inputs = dataclasses.replace(inputs, sales=cap_outliers(inputs.sales, explained=explained)[0])
-        elasticities = self.elasticities(inputs, source_identity)
+        elasticities = self.elasticities(inputs, source_identity)  # sales units matter only there (capped there)
         recs = recommend_prices(inputs, forecast, s, elasticities)
         if not self.llm_on() or recs.empty:
             return recs, empty_usage()
@@ -176,7 +181,8 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         cat_cols = [c for c in ("unit_cost", "msrp", "map_price", "category") if c not in chosen.columns]
         frame = chosen.merge(inputs.catalog[["sku_id"] + cat_cols], on="sku_id", how="left") if cat_cols else chosen
         checked = apply_guardrails(frame.drop(columns=["reason", "clamped", "clamp_rule"], errors="ignore")
-                                   .assign(wished_price=chosen["recommended_price"].to_numpy()), self.guardrail_settings())
+                                   .assign(wished_price=chosen["recommended_price"].to_numpy()),
+                                   self.guardrail_settings())
         out = chosen.copy()
         llm_price = chosen["recommended_price"].to_numpy(dtype=float)
         final = checked["recommended_price"].to_numpy(dtype=float)

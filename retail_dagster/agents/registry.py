@@ -43,7 +43,8 @@ def register(agent: type[Agent]) -> type[Agent]:
     for field in ("name", "asset_name", "resource_key"):
         taken = {getattr(a, field): a.__name__ for a in AGENTS}
         if getattr(agent, field) in taken:
-            raise ValueError(f"{agent.__name__}.{field}={getattr(agent, field)!r} is already {taken[getattr(agent, field)]}'s")
+            value = getattr(agent, field)
+            raise ValueError(f"{agent.__name__}.{field}={value!r} is already {taken[value]}'s")
     known = {a.asset_name for a in AGENTS}
     unknown = [u for u in agent.upstream if u not in known]
     if unknown:

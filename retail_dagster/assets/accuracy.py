@@ -4,6 +4,7 @@ passed (the demand_forecast asset itself is built from the agent registry: asset
 import dagster as dg
 import pandas as pd
 
+from ..core.asof import HORIZON_DAYS
 from ..core.metrics import score_forecasts
 from ..display import md_table, num
 from ..partitions import daily_by_group, partition_key, split_partition
@@ -33,7 +34,7 @@ def realized_accuracy(past_forecasts: dict[pd.Timestamp, pd.DataFrame], sales: p
     # lineage and ordering (asset backfills wait for them): the forecasts of the 14 days before scored here
     deps=[dg.AssetDep("demand_forecast", partition_mapping=dg.MultiPartitionMapping({
         "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(
-            start_offset=-14, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+            start_offset=-HORIZON_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
         "sku_group": dg.DimensionPartitionMapping("sku_group", dg.IdentityPartitionMapping()),
     }))],
     backfill_policy=dg.BackfillPolicy.multi_run(1),
@@ -47,14 +48,14 @@ def forecast_accuracy(context: dg.AssetExecutionContext, sales_history: pd.DataF
     """
     date, group = split_partition(context)
     past = {}
-    for k in range(1, 15):
+    for k in range(1, HORIZON_DAYS + 1):
         origin = date - pd.Timedelta(days=k)
         fc = io_manager.load_stored("demand_forecast", partition_key(origin.strftime("%Y-%m-%d"), group))
         if fc is not None:
             past[origin] = fc
     scores = realized_accuracy(past, sales_history, date)
-    meta: dict = {"forecasts_scored": dg.MetadataValue.int(len(scores)), "table": md_table(scores, 14)}
-    full = scores[scores["days_realized"] == 14]
+    meta: dict = {"forecasts_scored": dg.MetadataValue.int(len(scores)), "table": md_table(scores, HORIZON_DAYS)}
+    full = scores[scores["days_realized"] == HORIZON_DAYS]
     if len(full):
         r = full.iloc[0]
         for key in ("wape_daily", "wape_14d", "bias", "coverage_p10_p90"):

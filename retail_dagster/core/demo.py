@@ -472,9 +472,9 @@ def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
     sales = {"date": date, "sku_id": sku, "location_id": loc, "units": col(sales_units, keep),
              "price": col(price[:n_obs], keep), "on_promotion": col(on_promo[:n_obs], keep, dtype="bool")}
     keep_i, sku_i, date_i, loc_i = series_rows(n_obs, L + W)
-    # stores then warehouses per (sku, day): location codes 0..L-1 are stores, L..L+W-1 warehouses
-    both = lambda st, wh: np.concatenate([st.reshape(n_obs, S, L), wh.reshape(n_obs, S, W)], axis=2).reshape(
-        n_obs, -1)
+
+    def both(st, wh):  # stores then warehouses per (sku, day): location codes 0..L-1 stores, L..L+W-1 warehouses
+        return np.concatenate([st.reshape(n_obs, S, L), wh.reshape(n_obs, S, W)], axis=2).reshape(n_obs, -1)
     inventory = {"date": date_i, "sku_id": sku_i, "location_id": loc_i,
                  "on_hand": col(both(oh_hist, wh_oh_hist), keep_i, L + W),
                  "in_transit": col(both(it_hist, wh_it_hist), keep_i, L + W)}

@@ -239,7 +239,7 @@ def snap_to_endings(prices, lower, upper, endings=(0.99, 0.49), fallback=None) -
 
 
 def snap_rows(prices: np.ndarray, lower: np.ndarray, upper: np.ndarray, settings: GuardrailSettings,
-               categories) -> np.ndarray:
+              categories) -> np.ndarray:
     """snap_to_endings with per-category endings; prices may be (n,) or (n, k). NaN where nothing fits."""
     n = len(lower)
     out = np.full(prices.shape, np.nan)
@@ -296,7 +296,6 @@ def apply_guardrails(frame: pd.DataFrame, settings: GuardrailSettings) -> pd.Dat
     """
     _require(frame, ["current_price", "wished_price", "unit_cost", "msrp"], "apply_guardrails")
     out = price_bounds(frame, settings)
-    n = len(out)
     cats = out["category"].to_numpy() if "category" in out.columns else None
     cur = _float(out, "current_price")
     wish = _float(out, "wished_price")

@@ -181,14 +181,16 @@ class BedrockResource(dg.ConfigurableResource):
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PRICE_TABLE.items()},
         description="USD per 1M tokens per model: {model: {input_per_1m, output_per_1m}}; merged over the defaults.")
     batch_size: int = Field(default=50, description="SKU-locations (or transfers) per Converse call.")
-    max_retries: int = Field(default=2, description="Re-asks after a malformed, refused, truncated or out-of-bound answer.")
+    max_retries: int = Field(default=2, description="Re-asks after a malformed, refused, truncated or "
+                                                    "out-of-bound answer.")
     max_output_tokens: int = Field(default=4096, description="Cap of maxTokens per call.")
     temperature: float = Field(default=0.0, description="Sampling temperature (0: repeatable decisions).")
     run_budget_usd: Optional[float] = Field(
         default=5.0, description="USD cap per run and process; once reached, remaining batches fall back.")
     dry_run: bool = Field(default=False, description="Build prompts, count tokens, project cost; never call converse.")
     token_counter: Literal["auto", "count_tokens", "approx"] = Field(
-        default="auto", description="Dry-run token counts: CountTokens API (auto: when the model supports it) or chars/4.")
+        default="auto", description="Dry-run token counts: CountTokens API (auto: when the model supports it) "
+                                    "or chars/4.")
     guardrail_identifier: Optional[str] = Field(default=None, description="Bedrock Guardrail id or ARN (optional).")
     guardrail_version: Optional[str] = Field(default=None, description="Guardrail version (e.g. '1' or 'DRAFT').")
 
