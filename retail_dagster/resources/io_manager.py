@@ -25,6 +25,7 @@ from pydantic import Field, PrivateAttr
 
 from ..core.files import TMP_PREFIX, atomic_write_local  # noqa: F401  (TMP_PREFIX: part of the layout docs)
 from ..core import storage
+from ..core.paths import check_segment
 from ..core.storage import is_s3
 
 PARQUET, JSON = ".parquet", ".json"
@@ -33,14 +34,6 @@ DAY_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
 STAGING, PUBLISHED, SUPERSEDED = ".runs", "_published", ".superseded"
 # Output metadata an asset sets to False when one of its blocking checks failed: nothing of the run is published
 BLOCKING_CHECKS_PASSED = "blocking_checks_passed"
-
-
-def _check_segment(segment: str, what: str) -> str:
-    """A path segment taken from a partition key or asset name; refuse ones that would escape the layout."""
-    segment = str(segment)
-    if not segment or segment in (".", "..") or "/" in segment or "\\" in segment or "\x00" in segment:
-        raise ValueError(f"{what} {segment!r} cannot be used as a file name (empty, '.', '..' or contains a slash)")
-    return segment
 
 
 def partition_segments(partition_key: Any, partitions_def: Optional[dg.PartitionsDefinition] = None) -> list[str]:
@@ -61,7 +54,7 @@ def partition_segments(partition_key: Any, partitions_def: Optional[dg.Partition
         values = str(partition_key).split("|")
     else:
         values = [str(partition_key)]
-    return [_check_segment(v, "partition key part") for v in values]
+    return [check_segment(v, "partition key part") for v in values]
 
 
 def _asset_segments(asset: Any) -> list[str]:
@@ -71,7 +64,7 @@ def _asset_segments(asset: Any) -> list[str]:
         parts = list(asset)
     else:
         parts = str(asset).split("/")
-    return [_check_segment(p, "asset name") for p in parts]
+    return [check_segment(p, "asset name") for p in parts]
 
 
 def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQUET,
@@ -290,8 +283,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     # ---- one day, published whole ------------------------------------------------------------------------
     def _staged(self, run_id: str, asset: Sequence[str], partition_key: Any, ext: str, partitions_def) -> str:
-        base = (self.base_path.rstrip("/") + "/" + STAGING + "/" + _check_segment(run_id, "run id")) \
-            if is_s3(self.base_path) else os.path.join(self.base_path, STAGING, _check_segment(run_id, "run id"))
+        base = (self.base_path.rstrip("/") + "/" + STAGING + "/" + check_segment(run_id, "run id")) \
+            if is_s3(self.base_path) else os.path.join(self.base_path, STAGING, check_segment(run_id, "run id"))
         return asset_path(base, asset, partition_key, ext, partitions_def)
 
     def _manifest_path(self, partition_key: Any, partitions_def) -> str:
