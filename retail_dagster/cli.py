@@ -23,7 +23,8 @@ def _cmd_generate(args) -> int:
 
 def _cmd_validate(args) -> int:
     from .core.contracts import ContractError
-    from .core.loading import load_tables, make_s3_client
+    from .core.loading import load_tables
+    from .core.storage import make_s3_client
 
     client = make_s3_client(args.endpoint_url) if args.path.startswith("s3://") else None
     try:

@@ -16,10 +16,13 @@ FINGERPRINT_KEY = "fingerprint"
 # output name -> (PlanningInputs attribute, description)
 INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
     "sales_history": ("sales", "Daily sales of the group's SKUs dated before the planning day (censored by stock)."),
-    "inventory_history": ("inventory_history", "Daily end-of-day stock before the planning day (marks stock-out days)."),
-    "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the planning day, stores and warehouses."),
+    "inventory_history": ("inventory_history",
+                          "Daily end-of-day stock before the planning day (marks stock-out days)."),
+    "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the "
+                                                 "planning day, stores and warehouses."),
     "catalog_slice": ("catalog", "The group's SKUs: costs, prices, MSRP/MAP, case packs."),
-    "promotions_calendar": ("promotions", "Planned promotions known at the start of the day, through the 14-day horizon."),
+    "promotions_calendar": ("promotions",
+                            "Planned promotions known at the start of the day, through the 14-day horizon."),
     "events_calendar": ("events", "Holidays and local events through the 14-day horizon."),
     "weather_calendar": ("weather", "Observed weather before the day and the forecast for the 14-day horizon."),
     "store_traffic": ("traffic", "Daily store visitors before the planning day."),

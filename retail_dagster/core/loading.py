@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import storage
 from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
-from .storage import is_s3, make_s3_client, split_s3
+from .storage import is_s3
 
 
 def _read_bytes(data: bytes, name: str) -> pd.DataFrame:
@@ -260,4 +260,4 @@ def write_tables(tables: Mapping[str, pd.DataFrame], path: str, s3_client: Any =
 
 
 __all__ = ["load_tables", "write_tables", "find_table_files", "read_raw_table", "read_groups", "first_sales_date",
-           "ContractError", "make_s3_client", "is_s3", "split_s3"]
+           "ContractError"]
