@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..core.contracts import validate_tables
+from ..core.demo import DemoSize
 from ..core.loading import find_table_files, load_tables
 
 HISTORY_DAYS = 460
@@ -22,12 +23,11 @@ _CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
 _LOCK = threading.Lock()
 
 
-def ensure_demo_data(path: str, n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
-                     seed: int = 7, end_date: str | None = None) -> str:
+def ensure_demo_data(path: str, n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
+                     n_warehouses: int = DemoSize.n_warehouses, n_days: int = DemoSize.n_days,
+                     seed: int = DemoSize.seed, end_date: str | None = None) -> str:
     """Generate the demo set into `path` unless a set made with the same parameters is already there."""
-    from ..core.demo import DEFAULT_END_DATE
-
-    end_date = end_date or DEFAULT_END_DATE
+    end_date = end_date or DemoSize.end_date
     stamp = f"skus={n_skus} stores={n_stores} warehouses={n_warehouses} days={n_days} seed={seed} end={end_date}"
     stamp_file = os.path.join(path, "DEMO_PARAMS")
     if os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp:
@@ -49,11 +49,11 @@ class DataSourceResource(dg.ConfigurableResource):
     kind: str = Field(default="demo", description="demo | files | m5")
     path: str = Field(default="data/demo", description="folder or s3://bucket/prefix holding the tables")
     endpoint_url: Optional[str] = Field(default=None, description="S3 endpoint (moto/MinIO); None = AWS default")
-    demo_skus: int = Field(default=200, description="demo: number of SKUs")
-    demo_stores: int = Field(default=6, description="demo: number of stores")
-    demo_warehouses: int = Field(default=1, description="demo: number of warehouses")
-    demo_days: int = Field(default=730, description="demo: days of history")
-    demo_seed: int = Field(default=7, description="demo: random seed")
+    demo_skus: int = Field(default=DemoSize.n_skus, description="demo: number of SKUs")
+    demo_stores: int = Field(default=DemoSize.n_stores, description="demo: number of stores")
+    demo_warehouses: int = Field(default=DemoSize.n_warehouses, description="demo: number of warehouses")
+    demo_days: int = Field(default=DemoSize.n_days, description="demo: days of history")
+    demo_seed: int = Field(default=DemoSize.seed, description="demo: random seed")
     demo_end_date: Optional[str] = Field(default=None, description="demo: last observed day (default fixed)")
     history_days: int = Field(
         default=HISTORY_DAYS,
