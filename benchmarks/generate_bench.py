@@ -10,13 +10,11 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from retail_dagster.core.demo import BLOCK_SKUS, write_demo_streaming  # noqa: E402
+from retail_dagster.core.demo import BLOCK_SKUS, write_demo_streaming
 
 
 def _bytes_under(path: str) -> int:

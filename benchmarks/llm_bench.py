@@ -11,21 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retail_dagster.agents.pricing_llm import choose_prices  # noqa: E402
-from retail_dagster.agents.rebalancing_llm import review_transfers  # noqa: E402
-from retail_dagster.agents.sensing_llm import sense_demand  # noqa: E402
-from retail_dagster.core.costs import agent_costs  # noqa: E402
-from retail_dagster.resources.bedrock import BedrockResource  # noqa: E402
-from retail_dagster_tests.fake_bedrock import FakeBedrock, echo_engine  # noqa: E402
+from retail_dagster.agents.pricing_llm import choose_prices
+from retail_dagster.agents.rebalancing_llm import review_transfers
+from retail_dagster.agents.sensing_llm import sense_demand
+from retail_dagster.core.costs import agent_costs
+from retail_dagster.agents.registry import agent_names
+from retail_dagster.resources.bedrock import BedrockResource
+from retail_dagster.testing.fake_bedrock import FakeBedrock, echo_engine
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 
 def synthetic_frames(n: int, n_locations: int = 10, horizon: int = 14, n_cands: int = 5,
@@ -34,7 +34,7 @@ def synthetic_frames(n: int, n_locations: int = 10, horizon: int = 14, n_cands: 
     rng = np.random.default_rng(seed)
     n_skus = max(1, n // n_locations)
     keys = pd.DataFrame({"sku_id": np.repeat([f"SKU{s:05d}" for s in range(n_skus)], n_locations)[:n],
-                         "location_id": np.tile([f"S{l:03d}" for l in range(n_locations)], n_skus)[:n]})
+                         "location_id": np.tile([f"S{j:03d}" for j in range(n_locations)], n_skus)[:n]})
     base = rng.gamma(2.0, 3.0, n)
     dates = pd.date_range("2026-03-01", periods=horizon)
     fc = keys.loc[keys.index.repeat(horizon)].reset_index(drop=True)
@@ -100,8 +100,7 @@ def main() -> None:
     frames = synthetic_frames(n)
     fake = FakeBedrock(responder=echo_engine, latency_s=args.latency_s).start()
     try:
-        common = dict(endpoint_url=fake.url, demand_engine="bedrock", pricing_engine="bedrock",
-                      rebalancing_engine="bedrock", batch_size=args.batch_size,
+        common = dict(endpoint_url=fake.url, engines=ALL_BEDROCK, batch_size=args.batch_size,
                       max_concurrent_calls=args.concurrency, run_budget_usd=None)
         estimate = run_all(frames, BedrockResource(dry_run=True, **common))
         t0 = time.perf_counter()
@@ -110,7 +109,7 @@ def main() -> None:
     finally:
         fake.stop()
 
-    costs = agent_costs(metered, frames["n_skus"], n)
+    costs = agent_costs(metered, frames["n_skus"], n, agent_names())
     print(costs[["agent", "model", "calls", "input_tokens", "output_tokens", "usd",
                  "usd_per_sku_location", "latency_p50_ms", "latency_p95_ms", "fallbacks"]].to_string(index=False))
     usd, est_usd = float(metered["usd"].sum()), float(estimate["usd"].sum())

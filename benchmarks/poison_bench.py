@@ -59,7 +59,7 @@ def main() -> dict:
     rel = (b - a).abs() / a
     out = {
         "data": f"{args.skus} SKUs x {args.stores} stores, {args.days} days, seed {args.seed}, group {args.group}",
-        "poisoned_skus": skus, "poisoned_rows": int(hit.sum()), "outlier_rows_found": int(len(info["outliers"])),
+        "poisoned_skus": skus, "poisoned_rows": int(hit.sum()), "outlier_rows_found": int(len(info.outliers)),
         "false_alarms_on_clean_data": false_alarms, "detect_seconds_all_groups": round(detect_s, 3),
         "untouched_series": int(untouched.sum()),
         "untouched_total_change_pct_capped": round(float(b.sum() / a.sum() - 1) * 100, 2),

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 from scipy.stats import poisson
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from retail_dagster.core.asof import planning_inputs  # noqa: E402
-from retail_dagster.core.demo import generate_demo  # noqa: E402
-from retail_dagster.core.rebalancing import (RebalancingSettings, plan_objective, plan_transfers,  # noqa: E402
+from retail_dagster.core.asof import planning_inputs
+from retail_dagster.core.demo import generate_demo
+from retail_dagster.core.rebalancing import (RebalancingSettings, plan_objective, plan_transfers,
                                              plan_violations, positions)
 
 HORIZON = 14

@@ -9,22 +9,25 @@ import numpy as np
 import pandas as pd
 
 from .core.asof import PlanningInputs
+from .core.guardrails import GuardrailSettings, price_changed
+from .display import md_table, readable
 from .partitions import daily_by_group
 
 
-def _spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
+def check_spec(name: str, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
     """A check on a partitioned asset, itself partitioned the same way: it judges only the run's partition and
     its result is recorded per partition (so the UI shows check status per day and group)."""
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
                              partitions_def=daily_by_group)
 
+
 # ---- ingest ----------------------------------------------------------------------------------------------------
 INPUTS_CURRENT = "inputs_are_current"
 
 INGEST_CHECKS = [
-    _spec(INPUTS_CURRENT, "inventory_snapshot", True,
-          "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
-          "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
+    check_spec(INPUTS_CURRENT, "inventory_snapshot", True,
+               "Sales and inventory reach the day before the planning day (within the configured tolerance), so no "
+               "decision is made on a stale stock position. Backfills of past days pass: their data is complete."),
 ]
 
 
@@ -61,46 +64,20 @@ FORECAST_VS_NAIVE = "forecast_beats_seasonal_naive"
 FORECAST_PLAUSIBLE = "forecast_within_series_history"
 
 DEMAND_CHECKS = [
-    _spec(FORECAST_COVERAGE, "demand_forecast", True,
-          "Every active SKU-location has a forecast for each of the 14 target days."),
-    _spec(FORECAST_QUANTILES, "demand_forecast", True,
-          "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
-    _spec(FORECAST_SPIKES, "demand_forecast", False,
-          "Warns when p50 is far above anything seen in history with no promotion or "
-          "event to explain it."),
-    _spec(FORECAST_VS_NAIVE, "demand_forecast", False,
-          "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
-          "holdout."),
-    _spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
-          "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
-          "implausible days are capped); names the series."),
+    check_spec(FORECAST_COVERAGE, "demand_forecast", True,
+               "Every active SKU-location has a forecast for each of the 14 target days."),
+    check_spec(FORECAST_QUANTILES, "demand_forecast", True,
+               "Forecasts are finite, non-negative and ordered p10 <= p50 <= p90."),
+    check_spec(FORECAST_SPIKES, "demand_forecast", False,
+               "Warns when p50 is far above anything seen in history with no promotion or "
+               "event to explain it."),
+    check_spec(FORECAST_VS_NAIVE, "demand_forecast", False,
+               "Warns when the model's holdout WAPE is worse than SeasonalNaive(7) on the same "
+               "holdout."),
+    check_spec(FORECAST_PLAUSIBLE, "demand_forecast", True,
+               "Blocks when a series' p50 is far above anything it has plausibly sold (its history max after "
+               "implausible days are capped); names the series."),
 ]
-
-
-def readable(x: float) -> float:
-    """A float rounded to what a person reads: 2 decimals from 1 up, 3 significant digits below (USD per SKU)."""
-    import math
-
-    x = float(x)
-    if not math.isfinite(x) or x == 0:
-        return x
-    if abs(x) >= 1:
-        return round(x, 2)
-    return round(x, 2 - int(math.floor(math.log10(abs(x)))))
-
-
-def _md_table(frame: pd.DataFrame, max_rows: int = 10) -> dg.MetadataValue:
-    if frame.empty:
-        return dg.MetadataValue.md("_none_")
-    head = frame.head(max_rows)
-    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
-    for row in head.itertuples(index=False):
-        cells = [f"{v:.4g}" if isinstance(v, (float, np.floating)) else
-                 (f"{v:%Y-%m-%d}" if isinstance(v, pd.Timestamp) else str(v)) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    if len(frame) > max_rows:
-        lines.append(f"\n_{len(frame) - max_rows} more rows_")
-    return dg.MetadataValue.md("\n".join(lines))
 
 
 def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expected_series: pd.DataFrame,
@@ -116,13 +93,13 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
     yield dg.AssetCheckResult(
         check_name=FORECAST_COVERAGE, passed=missing.empty,
         metadata={"expected_rows": len(expected), "missing_rows": len(missing),
-                  "missing_examples": _md_table(missing)})
+                  "missing_examples": md_table(missing)})
 
     q = forecast[["p10", "p50", "p90"]].to_numpy(dtype=float)
     bad = ~np.isfinite(q).all(axis=1) | (q < 0).any(axis=1) | (q[:, 0] > q[:, 1] + 1e-9) | (q[:, 1] > q[:, 2] + 1e-9)
     yield dg.AssetCheckResult(
         check_name=FORECAST_QUANTILES, passed=not bad.any(),
-        metadata={"bad_rows": int(bad.sum()), "examples": _md_table(forecast.loc[bad])})
+        metadata={"bad_rows": int(bad.sum()), "examples": md_table(forecast.loc[bad])})
 
     hist_max = ceiling if ceiling is not None else \
         inputs.sales.groupby(["sku_id", "location_id"])["units"].max().rename("history_max").reset_index()
@@ -139,7 +116,7 @@ def forecast_check_results(forecast: pd.DataFrame, inputs: PlanningInputs, expec
     yield dg.AssetCheckResult(
         check_name=FORECAST_SPIKES, passed=not spike.any(), severity=dg.AssetCheckSeverity.WARN,
         metadata={"spikes": int(spike.sum()), "factor": spike_factor,
-                  "examples": _md_table(f.loc[spike, ["sku_id", "location_id", "target_date", "p50", "history_max"]])})
+                  "examples": md_table(f.loc[spike, ["sku_id", "location_id", "target_date", "p50", "history_max"]])})
 
     yield forecast_plausibility_result(f, block_factor, outliers)
 
@@ -165,7 +142,7 @@ def forecast_plausibility_result(f: pd.DataFrame, block_factor: float,
     names = [f"{r.sku_id}@{r.location_id}" for r in worst.itertuples()]
     meta = {"series_blocked": len(names), "factor": float(block_factor),
             "series": ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else ""),
-            "examples": _md_table(worst[["sku_id", "location_id", "target_date", "p50", "history_max"]])}
+            "examples": md_table(worst[["sku_id", "location_id", "target_date", "p50", "history_max"]])}
     if outliers is not None:
         capped = outliers.groupby(["sku_id", "location_id"]).size()
         meta["implausible_sales_rows"] = int(len(outliers))
@@ -191,17 +168,17 @@ TRANSFER_RULES = {
 }
 
 TRANSFER_CHECKS = [
-    _spec(TRANSFER_CONSERVATION, "transfer_plan", True,
-          "Per SKU and sender, units out <= available surplus; no sender below its "
-          "protection stock or its on-hand."),
-    _spec(TRANSFER_UNITS, "transfer_plan", True,
-          "Units are positive integers, whole case packs, at least the minimum transfer."),
-    _spec(TRANSFER_LANES, "transfer_plan", True,
-          "Every transfer uses an existing lane within its capacity; no self-transfers."),
-    _spec(TRANSFER_BUDGET, "transfer_plan", True,
-          "The plan's transfer cost is within the daily budget."),
-    _spec(TRANSFER_SHARE, "transfer_plan", False,
-          "Warns when the plan moves an unusually large share of the network's stock."),
+    check_spec(TRANSFER_CONSERVATION, "transfer_plan", True,
+               "Per SKU and sender, units out <= available surplus; no sender below its "
+               "protection stock or its on-hand."),
+    check_spec(TRANSFER_UNITS, "transfer_plan", True,
+               "Units are positive integers, whole case packs, at least the minimum transfer."),
+    check_spec(TRANSFER_LANES, "transfer_plan", True,
+               "Every transfer uses an existing lane within its capacity; no self-transfers."),
+    check_spec(TRANSFER_BUDGET, "transfer_plan", True,
+               "The plan's transfer cost is within the daily budget."),
+    check_spec(TRANSFER_SHARE, "transfer_plan", False,
+               "Warns when the plan moves an unusually large share of the network's stock."),
 ]
 
 
@@ -209,7 +186,7 @@ def transfer_check_results(violations: pd.DataFrame, share_moved: float, max_sha
     for check, rules in TRANSFER_RULES.items():
         bad = violations[violations["rule"].isin(rules)] if len(violations) else violations
         yield dg.AssetCheckResult(check_name=check, passed=len(bad) == 0,
-                                  metadata={"violations": len(bad), "examples": _md_table(bad)})
+                                  metadata={"violations": len(bad), "examples": md_table(bad)})
     yield dg.AssetCheckResult(check_name=TRANSFER_SHARE, passed=bool(share_moved <= max_share),
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"share_moved": readable(share_moved), "threshold": float(max_share)})
@@ -223,24 +200,27 @@ PRICE_CHANGE_SHARE = "price_change_share"
 PRICE_AT_BOUND = "price_changes_at_max_bound"
 
 PRICE_CHECKS = [
-    _spec(PRICE_GUARDRAILS, "price_recommendations", True,
-          "Every recommended price is inside all hard guardrails (max change, margin floor, "
-          "MSRP, MAP, endings, min days between changes, promotion lock)."),
-    _spec(PRICE_COMPLETE, "price_recommendations", True,
-          "Every forecast SKU-location has exactly one recommended price."),
-    _spec(PRICE_POSITIVE, "price_recommendations", True,
-          "No recommended price is <= 0 or not finite."),
-    _spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
-          "Warns when the share of SKU-locations changing price is above the threshold."),
-    _spec(PRICE_AT_BOUND, "price_recommendations", False,
-          "Warns when many changes sit exactly at the max change bound at once."),
+    check_spec(PRICE_GUARDRAILS, "price_recommendations", True,
+               "Every recommended price is inside all hard guardrails (max change, margin floor, "
+               "MSRP, MAP, endings, min days between changes, promotion lock)."),
+    check_spec(PRICE_COMPLETE, "price_recommendations", True,
+               "Every forecast SKU-location has exactly one recommended price."),
+    check_spec(PRICE_POSITIVE, "price_recommendations", True,
+               "No recommended price is <= 0 or not finite."),
+    check_spec(PRICE_CHANGE_SHARE, "price_recommendations", False,
+               "Warns when the share of SKU-locations changing price is above the threshold."),
+    check_spec(PRICE_AT_BOUND, "price_recommendations", False,
+               "Warns when many changes sit exactly at the max change bound at once."),
 ]
 
 
 def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: pd.DataFrame,
-                        max_change_pct: float, max_changed_share: float, max_at_bound_share: float):
+                        guardrails: GuardrailSettings, catalog: pd.DataFrame, max_changed_share: float,
+                        max_at_bound_share: float):
+    """The price_recommendations checks; the at-bound warning judges each change against its own category's max
+    change (the per-category overrides included)."""
     yield dg.AssetCheckResult(check_name=PRICE_GUARDRAILS, passed=len(violations) == 0,
-                              metadata={"violations": len(violations), "examples": _md_table(violations)})
+                              metadata={"violations": len(violations), "examples": md_table(violations)})
     expected = forecast[["sku_id", "location_id"]].drop_duplicates()
     counts = recs.groupby(["sku_id", "location_id"]).size().rename("n").reset_index()
     m = expected.merge(counts, how="left")
@@ -251,15 +231,18 @@ def price_check_results(recs: pd.DataFrame, forecast: pd.DataFrame, violations: 
                               metadata={"expected": len(expected), "missing": missing, "duplicated": dup})
     bad = ~np.isfinite(price) | (price <= 0)
     yield dg.AssetCheckResult(check_name=PRICE_POSITIVE, passed=not bad.any(),
-                              metadata={"bad_prices": int(bad.sum()), "examples": _md_table(recs.loc[bad])})
-    changed = np.abs(recs["change_pct"].to_numpy(dtype=float)) > 1e-9
+                              metadata={"bad_prices": int(bad.sum()), "examples": md_table(recs.loc[bad])})
+    changed = price_changed(recs["current_price"], recs["recommended_price"])
     share = float(changed.mean()) if len(recs) else 0.0
     yield dg.AssetCheckResult(check_name=PRICE_CHANGE_SHARE, passed=share <= max_changed_share,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"share_changed": readable(share), "threshold": max_changed_share})
-    at_bound = changed & (np.abs(recs["change_pct"].to_numpy(dtype=float)) >= max_change_pct - 0.5)
+    categories = recs[["sku_id"]].merge(catalog[["sku_id", "category"]].drop_duplicates("sku_id"), how="left",
+                                        on="sku_id")["category"] if len(recs) else None
+    max_change = guardrails.per_row("max_daily_change_pct", categories, len(recs))
+    at_bound = changed & (np.abs(recs["change_pct"].to_numpy(dtype=float)) >= max_change - 0.5)
     bound_share = float(at_bound.sum() / max(changed.sum(), 1))
     yield dg.AssetCheckResult(check_name=PRICE_AT_BOUND, passed=bound_share <= max_at_bound_share,
                               severity=dg.AssetCheckSeverity.WARN,
-                              metadata={"changes_at_bound": int(at_bound.sum()), "share_of_changes": readable(bound_share),
-                                        "threshold": max_at_bound_share})
+                              metadata={"changes_at_bound": int(at_bound.sum()),
+                                        "share_of_changes": readable(bound_share), "threshold": max_at_bound_share})

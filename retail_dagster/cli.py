@@ -1,4 +1,5 @@
-"""`retail-dagster` command line: generate demo data, validate inputs, run the daily pipeline, backtest, read the audit."""
+"""`retail-dagster` command line: generate demo data, validate inputs, run the daily pipeline, backtest, read the
+audit trail, run the closed-loop pilot."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _cmd_generate(args) -> int:
 
 def _cmd_validate(args) -> int:
     from .core.contracts import ContractError
-    from .core.loading import load_tables, make_s3_client
+    from .core.loading import load_tables
+    from .core.storage import make_s3_client
 
     client = make_s3_client(args.endpoint_url) if args.path.startswith("s3://") else None
     try:
@@ -97,7 +99,8 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
     if unknown:
         raise UserError(f"unknown SKU group(s) {unknown}; groups: {all_groups}")
     job = defs.resolve_job_def(DAILY_PIPELINE)
-    instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
+    if instance is None:
+        instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     summary: dict = {"date": date, "groups": {}, "success": True}
     for group in groups:
         t0 = time.perf_counter()
@@ -127,8 +130,10 @@ def summarize_result(result, instance=None, t0: float | None = None) -> dict:
         if not ev.passed and ev.description:
             check_notes[key] = ev.description
     errors = [_first_paragraph(ev) for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
+    input_errors = [m for m in (_contract_error(ev) for ev in result.all_events
+                                if ev.event_type_value == "STEP_FAILURE") if m]
     return {"success": result.success, "run_id": result.run_id, "rows": rows, "checks": checks,
-            "check_notes": check_notes, "errors": errors, "decided": decided,
+            "check_notes": check_notes, "errors": errors, "input_errors": input_errors, "decided": decided,
             "warnings": decision_warnings(decided), "paths": paths,
             "llm_usd": float(sum(decided.get(a, {}).get("llm_usd") or 0.0 for a in AGENT_ASSETS)),
             "seconds": round(time.perf_counter() - t0, 2) if t0 is not None else None,
@@ -141,6 +146,18 @@ SUMMARY_KEYS = {"series", "forecast_units_14d", "implausible_sales_capped", "dat
                 "expected_margin_uplift_pct", "transfers", "units_moved", "shortage_units_avoided",
                 "transfer_cost_usd", "llm_usd", "llm_calls", "llm_fallbacks", "empty_plan_reason"}
 AGENT_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
+
+
+def _contract_error(event) -> str | None:
+    """The data contract message of a step that failed on invalid input (a run validates its partition's slice of
+    the tables), else None."""
+    error = getattr(event.event_specific_data, "error", None)
+    while error is not None:
+        if error.cls_name == "ContractError":
+            message = error.message.strip()
+            return message[len("ContractError: "):] if message.startswith("ContractError: ") else message
+        error = error.cause
+    return None
 
 
 def _first_paragraph(event) -> str:
@@ -211,7 +228,8 @@ def decision_lines(decided: dict) -> list[str]:
     calls = sum(int(decided.get(a, {}).get("llm_calls", 0) or 0) for a in AGENT_ASSETS)
     fallbacks = sum(int(decided.get(a, {}).get("llm_fallbacks", 0) or 0) for a in AGENT_ASSETS)
     if calls or fc or pr:
-        lines.append(f"LLM: {usd:.4f} USD, {calls} calls, {fallbacks} fallbacks" if calls else "LLM: off (local engines)")
+        lines.append(f"LLM: {usd:.4f} USD, {calls} calls, {fallbacks} fallbacks" if calls
+                     else "LLM: off (local engines)")
     return lines
 
 
@@ -270,6 +288,11 @@ def _cmd_run(args) -> int:
     print_summary(summary)
     if args.json:
         print(json.dumps(summary, default=str))
+    bad_input = [m for g in summary["groups"].values() for m in g.get("input_errors", [])]
+    if bad_input:  # as when the tables are validated before the run: one paragraph, exit code 2
+        print(f"ERROR (invalid input data): {bad_input[0]}\n(run again with --verbose for the traceback)",
+              file=sys.stderr)
+        return 2
     return 0 if summary["success"] else 1
 
 
@@ -301,23 +324,27 @@ def _cmd_pilot(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .resources.audit import audit_main
+    from .audit.cli import audit_main
 
     return audit_main(date=args.date, group=args.group, sku=args.sku, path=args.path, s3_uri=args.s3_uri,
                       endpoint_url=args.endpoint_url)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core.asof import HORIZON_DAYS
+    from .core.demo import DemoSize
+
     p = argparse.ArgumentParser(prog="retail-dagster", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write the demo data set (and truth/) as Parquet")
     g.add_argument("--out", required=True)
-    g.add_argument("--skus", type=int, default=200)
-    g.add_argument("--stores", type=int, default=6)
-    g.add_argument("--warehouses", type=int, default=1)
-    g.add_argument("--days", type=int, default=730)
-    g.add_argument("--seed", type=int, default=7)
+    size = DemoSize()
+    g.add_argument("--skus", type=int, default=size.n_skus)
+    g.add_argument("--stores", type=int, default=size.n_stores)
+    g.add_argument("--warehouses", type=int, default=size.n_warehouses)
+    g.add_argument("--days", type=int, default=size.n_days)
+    g.add_argument("--seed", type=int, default=size.seed)
     g.add_argument("--end-date", default=None, help="last observed day (default: the demo's fixed end date)")
     g.set_defaults(fn=_cmd_generate)
 
@@ -339,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backtest", help="rolling-origin forecast backtest vs statsforecast baselines")
     b.add_argument("--path", default=None)
     b.add_argument("--m5", default=None, help="folder with the Kaggle M5 csv files")
-    b.add_argument("--horizon", type=int, default=14)
+    b.add_argument("--horizon", type=int, default=HORIZON_DAYS)
     b.add_argument("--cutoffs", type=int, default=3)
     b.set_defaults(fn=_cmd_backtest)
 

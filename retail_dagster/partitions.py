@@ -29,19 +29,60 @@ def partition_setup() -> tuple[str, tuple[str, ...]]:
         first = pd.Timestamp(size.end_date) - pd.Timedelta(days=size.n_days - 1)
         start = first + pd.Timedelta(days=settings.MIN_HISTORY_DAYS)
         groups = tuple(sorted(GROUPS)[: max(1, min(len(GROUPS), size.n_skus))])
+    elif settings.source_kind() == "files":
+        start, groups = _files_setup(settings.data_path())
     else:
-        from .resources.data_source import DataSourceResource
-
-        tables = DataSourceResource(kind=settings.source_kind(), path=settings.data_path()).load()
-        from .core.asof import first_plannable_date, sku_groups
-
-        start = first_plannable_date(tables["sales"], settings.MIN_HISTORY_DAYS)
-        groups = tuple(sku_groups(tables["catalog"]))
+        start, groups = _cached_setup(settings.source_kind(), settings.data_path())
     if start_override:
         start = pd.Timestamp(start_override)
     if groups_override:
         groups = tuple(dict.fromkeys(g.strip() for g in groups_override.split(",") if g.strip()))
     return start.strftime("%Y-%m-%d"), usable_groups(groups)
+
+
+def _files_setup(path: str) -> tuple[pd.Timestamp, tuple[str, ...]]:
+    """Groups from the catalog's `sku_group` column alone, the first date from the sales file's footer statistics:
+    loading the code location never reads a fact table."""
+    from .core.loading import first_sales_date, read_groups
+
+    first = first_sales_date(path)
+    if first is None:
+        raise FileNotFoundError(f"no sales table under {path}: cannot place the first partition")
+    return first + pd.Timedelta(days=settings.MIN_HISTORY_DAYS), tuple(read_groups(path))
+
+
+def _cached_setup(kind: str, path: str) -> tuple[pd.Timestamp, tuple[str, ...]]:
+    """Sources whose files must be reshaped whole to know their groups (M5): computed once, then read from a small
+    JSON file in the model cache, stamped with the source files' names, sizes and mtimes."""
+    import hashlib
+    import json
+
+    from .core.files import atomic_write_local
+
+    stamp = [kind, os.path.abspath(path)]
+    if os.path.isdir(path):
+        stamp += sorted([f, os.path.getsize(os.path.join(path, f)), os.path.getmtime(os.path.join(path, f))]
+                        for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+    digest = hashlib.sha256(json.dumps(stamp, default=str).encode()).hexdigest()[:16]
+    cache = os.path.join(settings.model_cache_path(), f"partitions-{kind}-{digest}.json")
+    try:
+        with open(cache) as fh:
+            saved = json.load(fh)
+        return pd.Timestamp(saved["start"]), tuple(saved["groups"])
+    except (OSError, ValueError, KeyError):
+        pass
+    from .core.asof import first_plannable_date, sku_groups
+    from .resources.data_source import DataSourceResource
+
+    tables = DataSourceResource(kind=kind, path=path).load()
+    start = first_plannable_date(tables["sales"], settings.MIN_HISTORY_DAYS)
+    groups = tuple(sku_groups(tables["catalog"]))
+    try:
+        atomic_write_local(cache, json.dumps({"start": start.strftime("%Y-%m-%d"), "groups": list(groups),
+                                              "stamp": stamp}, default=str).encode())
+    except OSError:  # a read-only cache folder: computed again next time
+        pass
+    return start, groups
 
 
 def usable_groups(groups) -> tuple[str, ...]:

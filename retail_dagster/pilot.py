@@ -119,16 +119,23 @@ def arm_definitions(arm: str):
     has no budget."""
     import dagster as dg
 
+    from .agents.pricing import PricingAgent
+    from .agents.rebalancing import RebalancingAgent
     from .definitions import defs
 
     def with_setting(resource, **update):  # a new resource (a copy would keep the old config Dagster reads)
         return type(resource)(**{**{k: getattr(resource, k) for k in type(resource).model_fields}, **update})
 
     resources = dict(defs.resources)
-    if "prices" not in ARM_DECISIONS[arm]:
-        resources["pricing_agent"] = with_setting(resources["pricing_agent"], max_daily_change_pct=0.0)
+    if "prices" not in ARM_DECISIONS[arm]:  # no price moves: max change 0, in every category
+        pricing = resources[PricingAgent.resource_key]
+        rules = pricing.guardrails
+        hold = with_setting(rules, max_daily_change_pct=0.0, category_overrides={
+            cat: {**over, "max_daily_change_pct": 0.0} for cat, over in rules.category_overrides.items()})
+        resources[PricingAgent.resource_key] = with_setting(pricing, guardrails=hold)
     if "transfers" not in ARM_DECISIONS[arm]:
-        resources["rebalancing_agent"] = with_setting(resources["rebalancing_agent"], daily_budget_usd=0.0)
+        resources[RebalancingAgent.resource_key] = with_setting(resources[RebalancingAgent.resource_key],
+                                                                daily_budget_usd=0.0)
     return dg.Definitions(assets=list(defs.assets), jobs=list(defs.jobs), schedules=list(defs.schedules),
                           resources=resources)
 

@@ -2,11 +2,11 @@
 
 | variable | default | meaning |
 |---|---|---|
-| RETAIL_DAGSTER_SOURCE | demo | input data source: `demo` (embedded generator), `files` (a folder or s3:// prefix of tables), `m5` |
+| RETAIL_DAGSTER_SOURCE | demo | input source: `demo` (embedded generator), `files` (folder or s3:// prefix), `m5` |
 | RETAIL_DAGSTER_DATA | ./data/demo | where the input tables live (for `demo`: where the generated set is cached) |
 | RETAIL_DAGSTER_OUT | ./out | base path of asset values (local folder or s3://bucket/prefix) |
-| RETAIL_DAGSTER_AUDIT | <OUT>/.. audit under the same base | base path of the audit trail (local folder or s3://bucket/prefix) |
-| RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | 200 / 6 / 1 / 730 / 7 / 2026-11-24 | demo size |
+| RETAIL_DAGSTER_AUDIT | <OUT> | base of the audit trail (audit/ under it; local folder or s3://bucket/prefix) |
+| RETAIL_DAGSTER_DEMO_SKUS / _STORES / _WAREHOUSES / _DAYS / _SEED / _END_DATE | core.demo.DemoSize | demo size |
 | RETAIL_DAGSTER_START_DATE | first date with 56 days of history | first partition date (override) |
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
 | RETAIL_DAGSTER_MAX_STALENESS_DAYS | 0 | freshness tolerance: sales and inventory may end this many days before D-1 |
@@ -17,32 +17,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from .core.demo import DEFAULT_END_DATE
+from .core.demo import DemoSize
 
 MIN_HISTORY_DAYS = 56
 
 
-@dataclass(frozen=True)
-class DemoSize:
-    n_skus: int = 200
-    n_stores: int = 6
-    n_warehouses: int = 1
-    n_days: int = 730
-    seed: int = 7
-    end_date: str = DEFAULT_END_DATE
-
-
 def demo_size_from_env() -> DemoSize:
     env = os.environ.get
+    d = DemoSize()
     return DemoSize(
-        n_skus=int(env("RETAIL_DAGSTER_DEMO_SKUS", 200)),
-        n_stores=int(env("RETAIL_DAGSTER_DEMO_STORES", 6)),
-        n_warehouses=int(env("RETAIL_DAGSTER_DEMO_WAREHOUSES", 1)),
-        n_days=int(env("RETAIL_DAGSTER_DEMO_DAYS", 730)),
-        seed=int(env("RETAIL_DAGSTER_DEMO_SEED", 7)),
-        end_date=env("RETAIL_DAGSTER_DEMO_END_DATE", DEFAULT_END_DATE),
+        n_skus=int(env("RETAIL_DAGSTER_DEMO_SKUS", d.n_skus)),
+        n_stores=int(env("RETAIL_DAGSTER_DEMO_STORES", d.n_stores)),
+        n_warehouses=int(env("RETAIL_DAGSTER_DEMO_WAREHOUSES", d.n_warehouses)),
+        n_days=int(env("RETAIL_DAGSTER_DEMO_DAYS", d.n_days)),
+        seed=int(env("RETAIL_DAGSTER_DEMO_SEED", d.seed)),
+        end_date=env("RETAIL_DAGSTER_DEMO_END_DATE", d.end_date),
     )
 
 
@@ -85,7 +75,9 @@ def settings_problems(env: dict | None = None) -> list[str]:
     """Every problem with the environment settings, each naming the variable, its value and what it must be."""
     env = dict(os.environ if env is None else env)
     problems = []
-    for agent in ("demand", "pricing", "rebalancing"):
+    from .agents.registry import agent_names
+
+    for agent in agent_names():
         name = f"RETAIL_DAGSTER_{agent.upper()}_ENGINE"
         value = env.get(name)
         if value and value.strip().lower() not in ("local", "bedrock"):

@@ -6,6 +6,7 @@ import pytest
 
 from retail_dagster.core.contracts import validate_tables
 from retail_dagster.core.demo import generate_demo, write_demo
+from retail_dagster.testing.fake_bedrock import fake_bedrock  # noqa: F401  (fixtures for every module)
 from retail_dagster_tests.s3_server import moto_server, s3_bucket, s3_client, s3_env  # noqa: F401
 
 SMALL = dict(n_skus=60, n_stores=4, n_warehouses=1, n_days=420, seed=3)
@@ -30,3 +31,10 @@ def demo_path(demo, tmp_path_factory):
     path = tmp_path_factory.mktemp("demo_data")
     write_demo(demo, str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One model and elasticity cache for the session: both are keyed by the content of their training data, so
+    every test that plans the same data shares one trained model (a test about training uses its own folder)."""
+    return str(tmp_path_factory.mktemp("model_cache"))

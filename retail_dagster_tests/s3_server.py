@@ -1,6 +1,6 @@
 """pytest fixtures for a local S3 (moto's threaded server on 127.0.0.1): real boto3 calls, no network beyond loopback.
 
-Use from conftest.py:  from retail_dagster_tests.s3_server import moto_server, s3_client, s3_bucket, s3_env  # noqa: F401
+Use from conftest.py: from retail_dagster_tests.s3_server import moto_server, s3_client, s3_bucket, s3_env
 """
 
 from __future__ import annotations

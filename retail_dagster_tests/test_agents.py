@@ -11,7 +11,7 @@ from retail_dagster.core.asof import planning_inputs
 
 
 def test_elasticities_are_weekly_cached_and_leak_free(demo_tables, tmp_path):
-    agent = PricingAgent(cache_dir=str(tmp_path))
+    agent = PricingAgent(model_cache_dir=str(tmp_path))
     monday = pd.Timestamp("2026-11-16")  # a grid date (the grid starts on Monday 2000-01-03)
     first = agent.elasticities(planning_inputs(demo_tables, monday + pd.Timedelta(days=2), "grocery"), "demo")
     files = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path) for f in fs]
@@ -24,8 +24,8 @@ def test_elasticities_are_weekly_cached_and_leak_free(demo_tables, tmp_path):
     week = sales["date"] >= monday
     sales.loc[week, "units"] = sales.loc[week, "units"] * 7 + 3
     tables["sales"] = sales
-    fresh = PricingAgent(cache_dir=None).elasticities(planning_inputs(tables, monday + pd.Timedelta(days=3),
-                                                                      "grocery"))
+    later = planning_inputs(tables, monday + pd.Timedelta(days=3), "grocery")
+    fresh = PricingAgent(model_cache_dir=None).elasticities(later)
     pd.testing.assert_frame_equal(first, fresh)
     next_week = agent.elasticities(planning_inputs(demo_tables, monday + pd.Timedelta(days=7), "grocery"), "demo")
     assert len([f for _, _, fs in os.walk(tmp_path) for f in fs]) == 2

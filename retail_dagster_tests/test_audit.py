@@ -1,4 +1,4 @@
-"""Audit trail: documented layout, append-only runs, SSE on S3 (moto), incomplete attempts, history, secret scrubbing."""
+"""Audit trail: documented layout, append-only runs, SSE on S3 (moto), incomplete attempts, history, scrubbing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import boto3
 import pandas as pd
 import pytest
 
-from retail_dagster.resources import audit as audit_mod
-from retail_dagster.resources.audit import (AuditConflict, AuditSink, audit_changes, audit_main, audit_runs,
-                                            read_audit, scrub)
+from retail_dagster.audit.layout import META_COLUMNS
+from retail_dagster.audit.store import AuditStore
+from retail_dagster.audit import AuditConflict, audit_changes, audit_runs, read_audit
+from retail_dagster.audit.cli import audit_main
+from retail_dagster.audit.scrub import scrub
+from retail_dagster.resources.audit import AuditSink
 # Until conftest.py imports them, the S3 fixtures come from here.
 from retail_dagster_tests.s3_server import REGION
 
@@ -67,7 +70,7 @@ def test_local_layout_manifest_and_two_runs_kept(tmp_path):
     records = read_audit(str(tmp_path), DAY, GROUP)
     assert len(records) == 6 and records["complete"].all()
     assert records["run_id"].tolist() == ["run-a"] * 3 + ["run-b"] * 3
-    assert set(audit_mod.META_COLUMNS) <= set(records.columns)
+    assert set(META_COLUMNS) <= set(records.columns)
 
     changes = audit_changes(records)
     price = changes[changes["column"] == "recommended_price"]
@@ -91,14 +94,14 @@ def test_killed_attempt_is_incomplete_and_a_retry_commits_beside_it(tmp_path, mo
     sink.write_records(ASSET, DAY, GROUP, "run-a", _recs(5.49), _ctx())
 
     # run-b dies between writing its records and committing the manifest
-    real_create = audit_mod._Store.create
+    real_create = AuditStore.create
 
     def crash_on_manifest(self, key, data, content_type="application/json"):
         if key.endswith("manifest.json"):
             raise KeyboardInterrupt("killed")
         return real_create(self, key, data, content_type)
 
-    monkeypatch.setattr(audit_mod._Store, "create", crash_on_manifest)
+    monkeypatch.setattr(AuditStore, "create", crash_on_manifest)
     with pytest.raises(KeyboardInterrupt):
         sink.write_records(ASSET, DAY, GROUP, "run-b", _recs(7.77), _ctx())
     monkeypatch.undo()

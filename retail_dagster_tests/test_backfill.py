@@ -115,8 +115,7 @@ def backfill_vs_single(tmp_path_factory):
     single_env = _env(tmp, "single")
     summaries = {}
     for date in dates:
-        out = _run(_cli() + ["run", "--date", date,
-                    "--groups", ",".join(info["groups"]), "--json"], single_env)
+        out = _run(_cli() + ["run", "--date", date, "--groups", ",".join(info["groups"]), "--json"], single_env)
         summaries[date] = json.loads(out.strip().splitlines()[-1])
     return {"tmp": tmp, "dates": dates, "info": info, "single": summaries}
 

@@ -12,21 +12,17 @@ import pytest
 
 from retail_dagster.agents.llm import LLMTask, build_request, run_llm_step
 from retail_dagster.core.costs import DEFAULT_PRICE_TABLE, agent_costs, daily_rollup, estimate_cost, usd_for
+from retail_dagster.agents.registry import agent_names
 from retail_dagster.resources.bedrock import BedrockResource, engine_for, redact
-from retail_dagster_tests.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FAKE_SECRETS,
-    FakeError,
-    FakeReply,
-    FakeRequest,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FAKE_SECRETS, FakeError, FakeReply, FakeRequest
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 MODEL = "qwen.qwen3-32b-v1:0"
 
 
 def make_llm(fake, **kw) -> BedrockResource:
-    settings = dict(endpoint_url=fake.url, demand_engine="bedrock", pricing_engine="bedrock",
-                    rebalancing_engine="bedrock", retry_mode="standard", max_attempts=1,
+    settings = dict(endpoint_url=fake.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=1,
                     backoff_base_s=0.01, connect_timeout_s=2, read_timeout_s=5, batch_size=4,
                     max_concurrent_calls=4, transient_retries=2, max_retries=2)
     settings.update(kw)
@@ -71,7 +67,7 @@ def test_client_is_lazy_and_shared_across_threads(fake_bedrock):
 
 
 def test_engine_switch_env_overrides_config(monkeypatch):
-    llm = BedrockResource(pricing_engine="bedrock")
+    llm = BedrockResource(engines={"pricing": "bedrock"})
     monkeypatch.delenv("RETAIL_DAGSTER_PRICING_ENGINE", raising=False)
     assert llm.engine_for("pricing") == "bedrock" and llm.engine_for("demand") == "local"
     monkeypatch.setenv("RETAIL_DAGSTER_PRICING_ENGINE", "local")
@@ -219,7 +215,8 @@ def test_budget_reached_mid_run(fake_bedrock):
     llm = make_llm(fake_bedrock, batch_size=4, max_concurrent_calls=1, run_budget_usd=3.5 * one_batch)
     res = run_llm_step(TASK, items(24), llm)
     u = res.usage
-    assert list(u["outcome"]) == ["ok"] * (u["outcome"] == "ok").sum() + ["fallback"] * (u["outcome"] == "fallback").sum()
+    n_ok, n_fallback = (u["outcome"] == "ok").sum(), (u["outcome"] == "fallback").sum()
+    assert list(u["outcome"]) == ["ok"] * n_ok + ["fallback"] * n_fallback
     assert 1 <= (u["outcome"] == "ok").sum() <= 3 and (u["outcome"] == "fallback").sum() >= 3
     assert u.loc[u["outcome"] == "fallback", "fallback_reason"].str.contains("run budget").all()
     assert u.loc[u["outcome"] == "fallback", "calls"].eq(0).all()
@@ -229,8 +226,8 @@ def test_budget_reached_mid_run(fake_bedrock):
     assert u["calls"].sum() == new_calls
     reported = fake_bedrock.usage_reported[-new_calls:]
     assert u["input_tokens"].sum() == sum(r["inputTokens"] for r in reported)
-    assert u["usd"].sum() == pytest.approx(sum(usd_for(MODEL, r["inputTokens"], r["outputTokens"],
-                                                      DEFAULT_PRICE_TABLE) for r in reported))
+    assert u["usd"].sum() == pytest.approx(sum(usd_for(MODEL, r["inputTokens"], r["outputTokens"], DEFAULT_PRICE_TABLE)
+                                               for r in reported))
     assert sum(a is None for a in res.answers) == 4 * (u["outcome"] == "fallback").sum()
 
 
@@ -302,7 +299,7 @@ def test_agent_costs_rows_and_local_agents():
         dict(agent="pricing", model="m1", batch_id=1, calls=1, input_tokens=500, output_tokens=50,
              usd=0.25, latency_ms=100.0, retries=0, outcome="partial", fallback_reason="x", n_items=10, n_fallbacks=3),
     ])
-    out = agent_costs(usage, n_skus=5, n_sku_locations=20)
+    out = agent_costs(usage, n_skus=5, n_sku_locations=20, agents=agent_names())
     assert list(out["agent"]) == ["demand", "pricing", "rebalancing"]
     local = out[out["agent"] != "pricing"]
     assert local["model"].eq("local").all() and local["usd"].eq(0).all() and local["calls"].eq(0).all()

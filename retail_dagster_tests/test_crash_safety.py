@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from retail_dagster.resources.audit import audit_runs, read_audit
+from retail_dagster.audit import audit_runs, read_audit
 
 DATE, GROUP = "2026-11-25", "grocery"
 ASSETS = ["demand_forecast", "price_recommendations", "transfer_plan"]

@@ -6,7 +6,6 @@ import os
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from retail_dagster.assets import ingest
 from retail_dagster.partitions import daily_by_group, partition_key, partition_setup

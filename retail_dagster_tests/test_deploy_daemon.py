@@ -509,7 +509,7 @@ def test_backfill_and_tick_materialize_every_partition_once_with_checks(deployme
 
 
 def test_killed_run_is_marked_failed_then_retried_to_completion(deployment):
-    from retail_dagster.resources.audit import audit_runs
+    from retail_dagster.audit import audit_runs
 
     instance, killed, s3 = deployment["instance"], deployment["killed"], deployment["s3"]
     run = instance.get_run_by_id(killed["run_id"])

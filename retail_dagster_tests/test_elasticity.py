@@ -70,8 +70,8 @@ def test_recovers_known_elasticities_on_clean_data():
 
 def test_stock_out_days_are_dropped():
     sales, catalog, _ = _synthetic(n_sku=6, n_days=120)
-    inventory = sales[["date", "sku_id", "location_id"]].assign(on_hand=np.where(sales["price"] > 5.5, 0.0, 9.0),
-                                                               in_transit=0.0)
+    inventory = sales[["date", "sku_id", "location_id"]].assign(
+        on_hand=np.where(sales["price"] > 5.5, 0.0, 9.0), in_transit=0.0)
     with_inv = estimate_elasticities(sales, catalog, inventory)
     without = estimate_elasticities(sales, catalog)
     dropped = (inventory["on_hand"] == 0).groupby(sales["sku_id"]).sum()

@@ -16,7 +16,9 @@ import pytest
 from retail_dagster.agents.demand import DemandSensingAgent
 from retail_dagster.agents.pricing import PricingAgent
 from retail_dagster.agents.rebalancing import RebalancingAgent
-from retail_dagster.assets import costs, demand, ingest, pricing, rebalancing
+from retail_dagster.assets import accuracy, ingest
+from retail_dagster.assets.agents import agent_asset, agent_assets
+from retail_dagster.assets.costs import cost_assets
 from retail_dagster.core.asof import planning_inputs
 from retail_dagster.core.loading import load_tables
 from retail_dagster.core.plausibility import cap_outliers, explained_days, find_outliers
@@ -25,12 +27,10 @@ from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster_tests.fake_bedrock import fake_bedrock  # noqa: F401  (a fixture)
 
 DATE, GROUP = "2026-11-25", "grocery"
 POISON_DAYS = pd.to_datetime(["2026-08-03", "2026-08-04", "2026-08-05"])  # inside the training window
-PIPELINE = [ingest.ingest_planning_inputs, demand.demand_forecast, demand.forecast_accuracy,
-            pricing.price_recommendations, rebalancing.transfer_plan, costs.agent_costs]
+PIPELINE = [ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_accuracy, cost_assets()[0]]
 
 
 def _copy(src: str, dst) -> str:
@@ -57,10 +57,10 @@ def poisoned_path(demo_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One model cache for the module: it is keyed by the training data's content, so sharing it is safe (and each
-    data set trains once)."""
-    return tmp_path_factory.mktemp("models")
+def cache(model_cache):
+    """The session's model cache: it is keyed by the training data's content, so sharing it is safe (and each data
+    set trains once)."""
+    return model_cache
 
 
 def _inputs(path: str, date: str = DATE, group: str = GROUP):
@@ -79,7 +79,7 @@ def resources(data_path, out, cache, **demand_kw) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=str(cache), bedrock=bedrock, **demand_kw),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=str(cache)),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=str(cache)),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
@@ -122,7 +122,7 @@ def test_a_poisoned_series_does_not_move_the_others(demo_path, poisoned_path, tm
     clean = _per_series(DemandSensingAgent(model_cache_dir=str(tmp_path / "a")).forecast(_inputs(demo_path))[0])
     fc, info, _ = DemandSensingAgent(model_cache_dir=str(tmp_path / "b")).forecast(_inputs(folder))
     poisoned = _per_series(fc)
-    assert set(info["outliers"]["sku_id"]) == set(skus)
+    assert set(info.outliers["sku_id"]) == set(skus)
     untouched = ~clean.index.get_level_values("sku_id").isin(skus)
     a, b = clean[untouched], poisoned.reindex(clean.index)[untouched]
     # before the fix untouched series were inflated 1e7-1e9 times. Now: the untouched total within 5%, nine in ten
@@ -174,20 +174,20 @@ def test_model_cache_is_keyed_by_the_training_data(demo_path, poisoned_path, tmp
     source = DataSourceResource(kind="files", path=str(data))
     agent = DemandSensingAgent(model_cache_dir=str(tmp_path / "cache"), cap_outliers=False)
     fc, info, _ = agent.forecast(_inputs(str(data)), source.identity())
-    assert info["trained_now"] and fc["p50"].max() > 1e4
+    assert info.trained_now and fc["p50"].max() > 1e4
     shutil.copy(os.path.join(demo_path, "sales.parquet"), data / "sales.parquet")  # the clean file is back
     assert DataSourceResource(kind="files", path=str(data)).identity() == source.identity()
     fc, info, _ = agent.forecast(_inputs(str(data)), source.identity())
-    assert info["trained_now"] and fc["p50"].max() < 100
+    assert info.trained_now and fc["p50"].max() < 100
     # a later day of the same retraining week, same training data: served from the cache
     fc2, info2, _ = agent.forecast(_inputs(str(data), "2026-11-26"), source.identity())
-    assert info2["anchor"] == info["anchor"] and not info2["trained_now"]
+    assert info2.anchor == info.anchor and not info2.trained_now
 
 
 def test_elasticity_cache_is_keyed_by_the_data(demo_path, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_path, data, ignore=shutil.ignore_patterns("truth"))
-    agent = PricingAgent(cache_dir=str(tmp_path / "cache"))
+    agent = PricingAgent(model_cache_dir=str(tmp_path / "cache"))
     first = agent.elasticities(_inputs(str(data)), "same")
     sales = pd.read_parquet(data / "sales.parquet")
     cat = pd.read_parquet(data / "catalog.parquet")
@@ -297,7 +297,7 @@ def test_degenerate_histories_get_a_forecast_with_a_reason(demo_path, case, tmp_
     fc, info, _ = DemandSensingAgent(model_cache_dir=str(tmp_path)).forecast(inputs)
     q = fc[["p10", "p50", "p90"]].to_numpy()
     assert len(fc) and np.isfinite(q).all() and (q >= 0).all() and (q[:, 0] <= q[:, 1]).all()
-    assert info["data_note"]
+    assert info.data_note
     recs = PricingAgent().recommend(inputs, fc)[0]
     assert len(recs) and np.isfinite(recs["recommended_price"]).all() and (recs["recommended_price"] > 0).all()
 
@@ -307,7 +307,7 @@ def test_degenerate_histories_get_a_forecast_with_a_reason(demo_path, case, tmp_
 def _ingest_and_forecast(data_path, out, cache, date, **source_kw):
     res = resources(data_path, out, cache)
     res["data_source"] = DataSourceResource(kind="files", path=str(data_path), **source_kw)
-    return dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+    return dg.materialize([ingest.ingest_planning_inputs, agent_asset(DemandSensingAgent)],
                           partition_key=partition_key(date, GROUP), resources=res, raise_on_error=False)
 
 
@@ -387,7 +387,7 @@ def test_a_forecast_only_run_retires_the_decisions_made_from_the_old_one(demo_pa
     out = tmp_path / "out"
     assert run(demo_path, out, cache).success
     res = resources(demo_path, out, cache)
-    again = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+    again = dg.materialize([ingest.ingest_planning_inputs, agent_asset(DemandSensingAgent)],
                            partition_key=partition_key(DATE, GROUP), resources=res)
     assert (out / "demand_forecast" / DATE / f"{GROUP}.parquet").exists()
     assert not (out / "price_recommendations" / DATE / f"{GROUP}.parquet").exists()
@@ -422,7 +422,12 @@ def _cli(args, env_extra: dict, tmp_path, cache=None, timeout=600):
 def test_input_errors_in_run_are_one_paragraph_without_a_traceback(demo_path, tmp_path):
     folder = _copy(demo_path, tmp_path / "bad")
     sales = pd.read_parquet(os.path.join(folder, "sales.parquet"))
-    sales.loc[5, "units"] = -3
+    catalog = pd.read_parquet(os.path.join(folder, "catalog.parquet"))
+    # a row the run reads (the group's SKUs, before the day): a run validates its partition's slice, and loading
+    # the code location reads no fact table
+    skus = catalog.loc[catalog["sku_group"].astype(str) == GROUP, "sku_id"].astype(str)
+    row = sales.index[sales["sku_id"].astype(str).isin(skus) & (sales["date"] < pd.Timestamp(DATE))][-1]
+    sales.loc[row, "units"] = -3
     sales.to_parquet(os.path.join(folder, "sales.parquet"), index=False)
     proc = _cli(["run", "--path", folder, "--date", DATE, "--groups", GROUP], {}, tmp_path)
     assert proc.returncode == 2
@@ -489,16 +494,16 @@ def test_first_run_summary_says_what_was_decided_and_groups_run_once(poisoned_pa
         assert value == round(value, 2)
 
 
-def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):  # noqa: F811
+def test_a_run_whose_llm_answers_all_failed_says_so(fake_bedrock, demo_path, tmp_path, cache):
     from retail_dagster.cli import summarize_result
-    from retail_dagster_tests.fake_bedrock import FakeError
+    from retail_dagster.testing.fake_bedrock import FakeError
 
     fake_bedrock.responder = lambda req: FakeError("AccessDeniedException", "no access to this model", status=403)
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, pricing_engine="bedrock", retry_mode="standard",
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"pricing": "bedrock"}, retry_mode="standard",
                           max_attempts=1, transient_retries=0, backoff_base_s=0.01, read_timeout_s=5)
     res = resources(demo_path, tmp_path / "out", cache)
     res["bedrock"] = llm
-    res["pricing_agent"] = PricingAgent(bedrock=llm, cache_dir=str(cache))
+    res["pricing_agent"] = PricingAgent(bedrock=llm, model_cache_dir=str(cache))
     result = dg.materialize(PIPELINE, partition_key=partition_key(DATE, GROUP), resources=res)
     assert result.success
     warnings = summarize_result(result)["warnings"]
@@ -566,7 +571,7 @@ def test_a_blocked_last_step_does_not_publish(demo_path, poisoned_path, tmp_path
     assert run(demo_path, out, cache).success
     before = _day_bytes(out)
     res = resources(poisoned_path[0], out, cache, cap_outliers=False)
-    blocked = dg.materialize([ingest.ingest_planning_inputs, demand.demand_forecast],
+    blocked = dg.materialize([ingest.ingest_planning_inputs, agent_asset(DemandSensingAgent)],
                              partition_key=partition_key(DATE, GROUP), resources=res, raise_on_error=False)
     assert not blocked.success
     assert _day_bytes(out) == before

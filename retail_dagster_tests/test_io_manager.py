@@ -8,7 +8,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from retail_dagster.core.fingerprint import fingerprints, frame_fingerprint
 from retail_dagster.resources import io_manager as iom
@@ -90,7 +89,7 @@ def test_local_materialize_writes_documented_layout_and_reads_back(tmp_path):
 
 
 def test_s3_materialize_writes_documented_keys_and_reads_back(moto_server, s3_client, s3_bucket):
-    io = ParquetIOManager(base_path=f"s3://{s3_bucket}/out", s3=S3Resource(endpoint_url=moto_server))
+    io = ParquetIOManager(base_path=f"s3://{s3_bucket}/out", endpoint_url=moto_server)
     result = dg.materialize([demand_forecast, price_recommendations], partition_key=KEY,
                             resources={"io_manager": io})
     assert result.success
@@ -123,8 +122,8 @@ def test_single_dimension_and_unpartitioned_and_json(tmp_path):
 
     io.handle_output(dg.build_output_context(asset_key="agent_settings"), {"max_daily_change_pct": 10, "b": [1, 2]})
     assert (tmp_path / "agent_settings.json").is_file()
-    assert io.load_input(dg.build_input_context(asset_key="agent_settings")) == {"max_daily_change_pct": 10,
-                                                                                  "b": [1, 2]}
+    settings_back = io.load_input(dg.build_input_context(asset_key="agent_settings"))
+    assert settings_back == {"max_daily_change_pct": 10, "b": [1, 2]}
     with pytest.raises(TypeError, match="stores pandas DataFrames"):
         io.handle_output(dg.build_output_context(asset_key="weird"), object())
 
@@ -194,3 +193,31 @@ def test_fingerprint_same_in_another_process():
     env = dict(os.environ, PYTHONHASHSEED="123")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert other.stdout.strip() == here
+
+
+def test_frames_written_by_the_process_load_as_the_file_would(tmp_path):
+    """The in-process copy of a written frame is served only while it equals what the file gives back."""
+    io = ParquetIOManager(base_path=str(tmp_path))
+    frame = _frame("2026-03-02", "grocery")
+    out = dg.build_output_context(asset_key="sales_history", partition_key=KEY, asset_partitions_def=by_group)
+    io.handle_output(out, frame)
+    path = tmp_path / "sales_history" / "2026-03-02" / "grocery.parquet"
+    ctx = dg.build_input_context(asset_key=dg.AssetKey("sales_history"), partition_key=KEY,
+                                 asset_partitions_def=by_group)
+    first = io.load_input(ctx)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(path))
+    assert iom._WRITTEN.get(str(path)) is not None  # served from memory
+    first.loc[0, "p50"] = -1.0  # a step changing its input changes nobody else's
+    frame.loc[1, "p50"] = -2.0  # nor does the asset changing its output after yielding it
+    pd.testing.assert_frame_equal(io.load_input(ctx), pd.read_parquet(path))
+    # the file replaced behind the manager's back (another run): the file wins
+    other = _frame("2026-03-02", "grocery").assign(p50=7.0)
+    other.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(io.load_input(ctx), other)
+    # a frame that would not come back the same from Parquet (its index) is never kept
+    odd = _frame("2026-03-02", "grocery").set_index("sku_id")
+    io.handle_output(dg.build_output_context(asset_key="odd", partition_key=KEY, asset_partitions_def=by_group), odd)
+    assert iom._WRITTEN.get(str(tmp_path / "odd" / "2026-03-02" / "grocery.parquet")) is None
+    off = ParquetIOManager(base_path=str(tmp_path / "off"), memory_cache_mb=0)
+    off.handle_output(dg.build_output_context(asset_key="x", partition_key=KEY, asset_partitions_def=by_group), frame)
+    assert iom._WRITTEN.get(str(tmp_path / "off" / "x" / "2026-03-02" / "grocery.parquet")) is None

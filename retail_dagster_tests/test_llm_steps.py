@@ -11,17 +11,15 @@ from retail_dagster.agents.pricing_llm import choose_prices
 from retail_dagster.agents.rebalancing_llm import review_transfers
 from retail_dagster.agents.sensing_llm import sense_demand
 from retail_dagster.core.costs import agent_costs
+from retail_dagster.agents.registry import agent_names
 from retail_dagster.resources.bedrock import BedrockResource
-from retail_dagster_tests.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FakeReply,
-    FakeRequest,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FakeReply, FakeRequest
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 
 def make_llm(fake, **kw) -> BedrockResource:
-    settings = dict(endpoint_url=fake.url, demand_engine="bedrock", pricing_engine="bedrock",
-                    rebalancing_engine="bedrock", retry_mode="standard", max_attempts=1,
+    settings = dict(endpoint_url=fake.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=1,
                     backoff_base_s=0.01, read_timeout_s=5, batch_size=5, max_concurrent_calls=4)
     settings.update(kw)
     return BedrockResource(**settings)
@@ -123,7 +121,8 @@ def test_local_engine_makes_no_calls(fake_bedrock, monkeypatch):
     assert fake_bedrock.requests == [] and llm._client is None
     assert out["engine"].eq("local").all() and recs2["engine"].eq("local").all() and plan["engine"].eq("local").all()
     assert len(u1) == len(u2) == len(u3) == 0
-    costs = agent_costs(pd.concat([u1, u2, u3]), n_skus=4, n_sku_locations=8)
+    costs = agent_costs(pd.concat([u1, u2, u3]), n_skus=4, n_sku_locations=8,
+                        agents=agent_names())
     assert costs["model"].eq("local").all() and costs["usd"].eq(0).all()
 
 

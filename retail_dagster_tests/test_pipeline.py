@@ -14,32 +14,25 @@ import pytest
 from retail_dagster.agents.demand import DemandSensingAgent
 from retail_dagster.agents.pricing import PricingAgent
 from retail_dagster.agents.rebalancing import RebalancingAgent
-from retail_dagster.assets import costs, demand, ingest, pricing, rebalancing
+from retail_dagster.assets import accuracy, ingest
+from retail_dagster.assets.agents import agent_assets
+from retail_dagster.assets.costs import cost_assets
 from retail_dagster.core.costs import DEFAULT_PRICE_TABLE
 from retail_dagster.core.guardrails import guardrail_violations
 from retail_dagster.partitions import partition_key
 from retail_dagster.core.fingerprint import frame_fingerprint
-from retail_dagster.resources.audit import AuditSink, audit_runs, read_audit
+from retail_dagster.audit import audit_runs, read_audit
+from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
 from retail_dagster.resources.data_source import DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
-from retail_dagster_tests.fake_bedrock import (  # noqa: F401  (fake_bedrock is a fixture)
-    FAKE_SECRETS,
-    FakeReply,
-    FakeRequest,
-    echo_engine,
-    fake_bedrock,
-)
+from retail_dagster.testing.fake_bedrock import FAKE_SECRETS, FakeReply, FakeRequest, echo_engine
+
+ALL_BEDROCK = {"demand": "bedrock", "pricing": "bedrock", "rebalancing": "bedrock"}
 
 DATE, GROUP = "2026-11-25", "grocery"
-PIPELINE = [ingest.ingest_planning_inputs, demand.demand_forecast, demand.forecast_accuracy,
-            pricing.price_recommendations, rebalancing.transfer_plan, costs.agent_costs]
+PIPELINE = [ingest.ingest_planning_inputs, *agent_assets(), accuracy.forecast_accuracy, cost_assets()[0]]
 AGENT_ASSETS = ["demand_forecast", "price_recommendations", "transfer_plan"]
-
-
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("model_cache"))
 
 
 def resources(demo_path, out, model_cache, bedrock=None) -> dict:
@@ -50,7 +43,7 @@ def resources(demo_path, out, model_cache, bedrock=None) -> dict:
         "audit": AuditSink(base_path=str(out)),
         "bedrock": bedrock,
         "demand_agent": DemandSensingAgent(model_cache_dir=model_cache, bedrock=bedrock),
-        "pricing_agent": PricingAgent(bedrock=bedrock, cache_dir=model_cache),
+        "pricing_agent": PricingAgent(bedrock=bedrock, model_cache_dir=model_cache),
         "rebalancing_agent": RebalancingAgent(bedrock=bedrock),
     }
 
@@ -156,8 +149,7 @@ def test_bedrock_engines_end_to_end_through_dagster(fake_bedrock, demo_path, mod
 
     fake_bedrock.responder = greedy_model
     caplog.set_level(logging.DEBUG)
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, demand_engine="bedrock", pricing_engine="bedrock",
-                          rebalancing_engine="bedrock", retry_mode="standard", max_attempts=2,
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines=ALL_BEDROCK, retry_mode="standard", max_attempts=2,
                           backoff_base_s=0.01, read_timeout_s=10, batch_size=40, max_concurrent_calls=4)
     data = _injected(demo_path, tmp_path)
     out = tmp_path / "out"
@@ -174,7 +166,7 @@ def test_bedrock_engines_end_to_end_through_dagster(fake_bedrock, demo_path, mod
 
     catalog = pd.read_parquet(os.path.join(data, "catalog.parquet"))
     assert set(recs["engine"]) == {"bedrock"}
-    assert guardrail_violations(recs, catalog, PricingAgent().guardrails()).empty
+    assert guardrail_violations(recs, catalog, PricingAgent().guardrail_settings()).empty
     # the LLM asked for the lowest candidate everywhere: every change still respects the margin floor
     # (holding the current price is always allowed, even when it sits below today's floor)
     floor = recs[["sku_id", "current_price", "recommended_price"]].merge(catalog[["sku_id", "unit_cost"]],
@@ -219,7 +211,7 @@ def test_bedrock_failures_fall_back_and_say_so(fake_bedrock, demo_path, model_ca
         return echo_engine(req)
 
     fake_bedrock.responder = malformed
-    llm = BedrockResource(endpoint_url=fake_bedrock.url, pricing_engine="bedrock", retry_mode="standard",
+    llm = BedrockResource(endpoint_url=fake_bedrock.url, engines={"pricing": "bedrock"}, retry_mode="standard",
                           max_attempts=1, backoff_base_s=0.01, max_retries=1, batch_size=50)
     out = tmp_path / "out"
     result = run(demo_path, out, model_cache, bedrock=llm)

@@ -129,7 +129,8 @@ def test_candidates_are_compliant_and_include_the_engine_choice(case):
     assert np.allclose(out["recommended_price"], held["wished_price"]) and not out["clamped"].any()
 
 
-def _tiny_inputs(stock: float, elasticity: float, cost: float = 4.0) -> tuple[PlanningInputs, pd.DataFrame, pd.DataFrame]:
+def _tiny_inputs(stock: float, elasticity: float,
+                 cost: float = 4.0) -> tuple[PlanningInputs, pd.DataFrame, pd.DataFrame]:
     date = pd.Timestamp("2026-03-01")
     days = pd.date_range(end=date - pd.Timedelta(days=1), periods=40)
     catalog = pd.DataFrame({"sku_id": ["A"], "sku_group": ["g"], "category": ["c"], "description": [""],

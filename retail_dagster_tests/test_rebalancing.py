@@ -24,10 +24,10 @@ def make_inputs(stock: dict, lanes: list, case_pack: int = 1, capacity: dict | N
     locs = sorted({k[1] for k in stock})
     catalog = pd.DataFrame({"sku_id": skus, "sku_group": "g", "category": "c", "unit_cost": unit_cost,
                             "base_price": base_price, "msrp": base_price * 1.2, "case_pack": case_pack})
-    locations = pd.DataFrame({"location_id": locs, "kind": ["warehouse" if l.startswith("W") else "store"
-                                                            for l in locs], "region": "r",
-                              "capacity_units": [np.nan if capacity is None else capacity.get(l, np.nan)
-                                                 for l in locs]})
+    locations = pd.DataFrame({"location_id": locs, "kind": ["warehouse" if loc.startswith("W") else "store"
+                                                            for loc in locs], "region": "r",
+                              "capacity_units": [np.nan if capacity is None else capacity.get(loc, np.nan)
+                                                 for loc in locs]})
     snap = pd.DataFrame([(D - pd.Timedelta(days=1), s, l, float(q), 0.0) for (s, l), q in stock.items()],
                         columns=["date", "sku_id", "location_id", "on_hand", "in_transit"])
     ln = pd.DataFrame(lanes, columns=["from_location", "to_location", "cost_per_unit", "lead_time_days",
@@ -73,8 +73,8 @@ def test_positions_need_and_surplus_by_hand():
     assert pos.loc["C", "surplus"] == 17 and pos.loc["C", "overstock_units"] == 0
     assert pos.loc["A", "receive_room"] == 0  # a sender does not also receive
     assert list(positions(inp, fc, s).columns)[:10] == ["sku_id", "location_id", "kind", "on_hand", "in_transit",
-                                                         "position", "protection_days", "demand_mean",
-                                                         "demand_sigma", "daily_demand"]
+                                                        "position", "protection_days", "demand_mean",
+                                                        "demand_sigma", "daily_demand"]
 
 
 def test_known_optimum_cheapest_lane_covers_the_need():
@@ -208,7 +208,7 @@ def networks(draw):
     stores = [f"S{i}" for i in range(n_store)]
     locs = stores + [f"W{i}" for i in range(n_wh)]
     skus = [f"K{i}" for i in range(n_sku)]
-    stock = {(k, l): draw(st.integers(0, 60)) for k in skus for l in locs}
+    stock = {(k, loc): draw(st.integers(0, 60)) for k in skus for loc in locs}
     pairs = [(a, b) for a in locs for b in stores if a != b]
     chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=len(pairs))) if pairs else []
     lanes = [(a, b, draw(st.sampled_from([0.05, 0.2, 0.6, 2.0])), draw(st.integers(0, 3)),

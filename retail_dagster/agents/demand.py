@@ -3,24 +3,31 @@ that senses and adjusts within bounds."""
 
 import dataclasses
 import hashlib
+import json
 import os
-from typing import Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from .. import settings as env_settings
+from ..checks import DEMAND_CHECKS, forecast_check_results
 from ..core.asof import PlanningInputs
 from ..core.costs import empty_usage
 from ..core.fingerprint import window_fingerprint
 from ..core.forecasting import LOOKBACK_DAYS, ForecastSettings, active_series, anchor_date, forecast_for_date
-from ..core.plausibility import OutlierSettings, cap_outliers, explained_days
-from ..resources.bedrock import BedrockResource
+from ..core.plausibility import OutlierSettings, cap_outliers, describe_outliers, explained_days
+from ..core.plots import forecast_band_png, png_markdown
+from ..display import engine_counts, md_table, num
+from .base import Agent, Decision, engine_label
 from .sensing_llm import sense_demand, sensing_context
 
 
-def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp, days: int = 14,
+def seasonal_naive_holdout_wape(inputs: PlanningInputs, anchor: pd.Timestamp,
+                                days: int = ForecastSettings.calibration_days,
                                 season: int = 7) -> Optional[float]:
     """WAPE of SeasonalNaive(7) on the holdout [anchor - days, anchor), in-stock days only (like the engine's)."""
     cut = anchor - pd.Timedelta(days=days)
@@ -60,23 +67,72 @@ def degenerate_history_note(inputs: PlanningInputs) -> str:
     return ""
 
 
-class DemandSensingAgent(dg.ConfigurableResource):
-    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an LLM."""
+@dataclasses.dataclass
+class ForecastSummary:
+    """How a forecast was made: the model (anchor, training, mix), its holdout accuracy, what was capped, and the
+    yardsticks of the checks. Built from the engine's report with every key required, so a renamed key fails."""
 
-    bedrock: Optional[BedrockResource] = Field(default=None, description="LLM client; its engine switch for "
-                                                                         "'demand' turns the LLM step on")
+    series: int
+    anchor: str
+    trained_now: bool
+    trained_through: Optional[str]
+    train_seconds: float
+    predict_seconds: float
+    model_mix: dict[str, int]
+    holdout: dict[str, Any]
+    training_fingerprint: str
+    engine_holdout_wape: Optional[float]
+    seasonal_naive_holdout_wape: Optional[float]
+    expected_series: pd.DataFrame  # the active SKU-locations that must be forecast
+    series_ceiling: pd.DataFrame  # sku_id, location_id, history_max: what each series has plausibly sold
+    outliers: pd.DataFrame  # the implausible sales days found (capped when outliers_capped)
+    outliers_capped: bool
+    data_note: str  # why the group falls back to a statistical model ("" for ordinary history)
+
+    @property
+    def check_holdout(self) -> dict:
+        return {"engine_wape": self.engine_holdout_wape, "seasonal_naive_wape": self.seasonal_naive_holdout_wape}
+
+
+class DemandSensingAgent(Agent):
+    """Demand sensing: 14-day quantile forecasts per SKU-location from the local engine, optionally adjusted by an
+    LLM."""
+
+    name: ClassVar[str] = "demand"
+    asset_name: ClassVar[str] = "demand_forecast"
+    resource_key: ClassVar[str] = "demand_agent"
+    group_name: ClassVar[str] = "demand"
+    owners: ClassVar[tuple[str, ...]] = ("team:demand-planning",)
+    tag: ClassVar[str] = "demand_sensing"
+    checks: ClassVar[tuple] = tuple(DEMAND_CHECKS)
+    local_model: ClassVar[str] = "local_forecaster"  # the audit names the model mix instead (see decide)
+    default_llm_model: ClassVar[str] = "us.meta.llama4-maverick-17b-instruct-v1:0"
+    description: ClassVar[str] = """Daily demand forecast for the 14 days from the planning day, per active \
+SKU-location, with p10/p50/p90.
+
+A global LightGBM (Tweedie) model per SKU group with calendar, price, promotion, event, weather and traffic
+features, statsforecast models for intermittent series, a category x location profile for new series;
+negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly grid and are cached."""
+
     model_cache_dir: str = Field(default=".model_cache", description="where trained models are cached per group/anchor")
-    retrain_every_days: int = Field(default=7, description="retraining cadence: models are trained on a fixed grid")
-    train_window_days: int = Field(default=364, description="days of history each model is trained on")
-    objective: str = Field(default="tweedie", description="LightGBM objective: tweedie or poisson")
+    retrain_every_days: int = Field(default=ForecastSettings.retrain_every_days,
+                                    description="retraining cadence: models are trained on a fixed grid")
+    train_window_days: int = Field(default=ForecastSettings.train_window_days,
+                                   description="days of history each model is trained on")
+    objective: str = Field(default=ForecastSettings.objective, description="LightGBM objective: tweedie or poisson")
     spike_factor: float = Field(default=3.0, description="spike guard: p50 above this x the history max warns")
     cap_outliers: bool = Field(default=True, description="cap implausible sales days (per-series rolling "
                                                          "median/MAD) before training; off only to study raw data")
-    outlier_mad_k: float = Field(default=15.0, description="outlier: robust z-score above its series' local median")
-    outlier_level_factor: float = Field(default=20.0, description="outlier: and above this x the local upper "
-                                                                  "quartile")
+    outlier_mad_k: float = Field(default=OutlierSettings.mad_k,
+                                 description="outlier: robust z-score above its series' local median")
+    outlier_level_factor: float = Field(default=OutlierSettings.level_factor,
+                                        description="outlier: and above this x the local upper quartile")
     history_block_factor: float = Field(default=10.0, description="blocking check: p50 above this x the series' "
                                                                   "plausible history max blocks the partition")
+
+    @classmethod
+    def from_settings(cls, bedrock):
+        return cls(bedrock=bedrock, model_cache_dir=env_settings.model_cache_path())
 
     def outlier_settings(self) -> OutlierSettings:
         return OutlierSettings(mad_k=self.outlier_mad_k, level_factor=self.outlier_level_factor)
@@ -101,9 +157,10 @@ class DemandSensingAgent(dg.ConfigurableResource):
         extra = f"{st.fingerprint()}|cap={self.cap_outliers}|{self.outlier_settings().fingerprint()}"
         return window_fingerprint(tables, anchor - pd.Timedelta(days=span), anchor, extra)
 
-    def forecast(self, inputs: PlanningInputs, source_identity: str = "") -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-        """(forecast, info for metadata and checks, LLM usage). The LLM step, when on, scales each series'
-        forecast by a multiplier it must keep within [0.5, 2]; malformed answers fall back to the engine."""
+    def forecast(self, inputs: PlanningInputs, source_identity: str = "") -> tuple[pd.DataFrame, ForecastSummary,
+                                                                                   pd.DataFrame]:
+        """(forecast, summary, LLM usage). The LLM step, when on, scales each series' forecast by a multiplier it
+        must keep within [0.5, 2]; malformed answers fall back to the engine."""
         settings = self.settings()
         data_fingerprint = self.training_fingerprint(inputs)  # of the raw inputs: capping is a setting
         capped_sales, outliers = cap_outliers(inputs.sales, self.outlier_settings(),
@@ -112,21 +169,95 @@ class DemandSensingAgent(dg.ConfigurableResource):
             inputs = dataclasses.replace(inputs, sales=capped_sales)
         frame, info = forecast_for_date(inputs.as_tables(), inputs.date, inputs.sku_group, settings,
                                         self.cache_dir_for(source_identity, data_fingerprint))
-        info["training_fingerprint"] = data_fingerprint
         anchor = anchor_date(inputs.date, settings.retrain_every_days)
-        holdout = info.get("holdout") or {}
-        engine_entry = holdout.get(settings.model_name) or {}
-        info["check_holdout"] = {"engine_wape": engine_entry.get("wape"),
-                                 "seasonal_naive_wape": seasonal_naive_holdout_wape(inputs, anchor)}
-        info["expected_series"] = active_series(inputs)
-        info["data_note"] = degenerate_history_note(inputs)
-        info["outliers"] = outliers
-        info["outliers_capped"] = bool(self.cap_outliers)
-        # what each series has plausibly sold: the yardstick of the blocking history check, capped either way
-        info["series_ceiling"] = capped_sales.groupby(["sku_id", "location_id"], as_index=False)["units"].max() \
-            .rename(columns={"units": "history_max"})
+        engine_entry = (info["holdout"] or {}).get(settings.model_name) or {}
+        summary = ForecastSummary(
+            series=int(info["series"]), anchor=info["anchor"], trained_now=bool(info["trained_now"]),
+            trained_through=info["trained_through"], train_seconds=float(info["train_seconds"] or 0.0),
+            predict_seconds=float(info["predict_seconds"] or 0.0), model_mix=dict(info["model_mix"]),
+            holdout=info["holdout"], training_fingerprint=data_fingerprint,
+            engine_holdout_wape=engine_entry.get("wape"),
+            seasonal_naive_holdout_wape=seasonal_naive_holdout_wape(inputs, anchor),
+            expected_series=active_series(inputs),
+            # what each series has plausibly sold: the yardstick of the blocking history check, capped either way
+            series_ceiling=capped_sales.groupby(["sku_id", "location_id"], as_index=False)["units"].max()
+            .rename(columns={"units": "history_max"}),
+            outliers=outliers, outliers_capped=bool(self.cap_outliers), data_note=degenerate_history_note(inputs))
         frame = frame.assign(engine="local")
-        if self.bedrock is None or self.bedrock.engine_for("demand") != "bedrock" or frame.empty:
-            return frame, info, empty_usage()
+        if not self.llm_on() or frame.empty:
+            return frame, summary, empty_usage()
         adjusted, usage = sense_demand(frame, sensing_context(inputs), self.bedrock)
-        return adjusted, info, usage
+        return adjusted, summary, usage
+
+    def decide(self, inputs: PlanningInputs, upstream: Mapping[str, pd.DataFrame],
+               source_identity: str = "") -> Decision:
+        forecast, summary, usage = self.forecast(inputs, source_identity)
+        checks = list(forecast_check_results(forecast, inputs, summary.expected_series, summary.check_holdout,
+                                             self.spike_factor, ceiling=summary.series_ceiling,
+                                             block_factor=self.history_block_factor, outliers=summary.outliers))
+        warnings = [f"{inputs.sku_group}: {summary.data_note}"] if summary.data_note else []
+        if len(summary.outliers):
+            warnings.append(f"{describe_outliers(summary.outliers)}; " + (
+                "capped before training" if summary.outliers_capped else "NOT capped (cap_outliers off)"))
+        outliers = summary.outliers
+        return Decision(
+            frame=forecast, summary=summary, checks=checks, usage=usage, engine=engine_label(forecast),
+            model=json.dumps(summary.model_mix), n_sku_locations=summary.series,
+            metadata=forecast_metadata(forecast, inputs, summary), audit_records=forecast_decisions(forecast),
+            audit_extra={"model_anchor": summary.anchor, "trained_through": summary.trained_through,
+                         "training_fingerprint": summary.training_fingerprint, "data_note": summary.data_note,
+                         "implausible_sales": outliers.astype({"date": str}).to_dict("records")[:50]
+                         if len(outliers) else []},
+            notes=[f"forecast {summary.series} series; model anchor {summary.anchor} "
+                   f"({'trained now' if summary.trained_now else 'cached'})"],
+            warnings=warnings)
+
+
+def forecast_metadata(forecast: pd.DataFrame, inputs: PlanningInputs, summary: ForecastSummary) -> dict:
+    """UI metadata: rows, series, model mix, holdout accuracy, biggest movers, a plot of bands vs history."""
+    per_series = forecast.groupby(["sku_id", "location_id"], as_index=False)["mean"].sum().rename(
+        columns={"mean": "forecast_14d"})
+    recent = inputs.sales[inputs.sales["date"] >= inputs.date - pd.Timedelta(days=28)]
+    last = recent.groupby(["sku_id", "location_id"], as_index=False)["units"].sum()
+    last["last_28d_per_14d"] = last["units"] / 2
+    movers = per_series.merge(last[["sku_id", "location_id", "last_28d_per_14d"]], how="left").fillna(0)
+    movers["change"] = movers["forecast_14d"] - movers["last_28d_per_14d"]
+    movers = movers.reindex(movers["change"].abs().sort_values(ascending=False).index)
+    top = per_series.nlargest(3, "forecast_14d")
+    meta = {
+        "rows": dg.MetadataValue.int(len(forecast)),
+        "series": dg.MetadataValue.int(int(len(per_series))),
+        "forecast_units_14d": num(float(forecast["mean"].sum())),
+        "engines": engine_counts(forecast),
+        "model_mix": dg.MetadataValue.json(summary.model_mix),
+        "model_anchor": dg.MetadataValue.text(str(summary.anchor)),
+        "trained_now": dg.MetadataValue.bool(summary.trained_now),
+        "train_seconds": num(summary.train_seconds),
+        "predict_seconds": num(summary.predict_seconds),
+        "implausible_sales_capped": dg.MetadataValue.int(int(len(summary.outliers))),
+        "data_note": dg.MetadataValue.text(summary.data_note or "ordinary history"),
+        "biggest_movers": md_table(movers[["sku_id", "location_id", "last_28d_per_14d", "forecast_14d", "change"]]),
+    }
+    if summary.engine_holdout_wape is not None:
+        meta["holdout_wape"] = num(float(summary.engine_holdout_wape))
+    if summary.seasonal_naive_holdout_wape is not None:
+        meta["holdout_wape_seasonal_naive"] = num(float(summary.seasonal_naive_holdout_wape))
+    if len(top) and env_settings.metadata_charts():
+        png = forecast_band_png(inputs.sales, forecast, list(zip(top["sku_id"], top["location_id"])))
+        meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
+    return meta
+
+
+def forecast_decisions(forecast: pd.DataFrame) -> pd.DataFrame:
+    """One audit record per SKU-location: the 14-day totals and the first day's band, model and engine."""
+    if forecast.empty:
+        return forecast
+    keys = ["sku_id", "location_id"]
+    f = forecast.sort_values(keys + ["horizon_day"])
+    agg = f.groupby(keys, as_index=False).agg(mean_14d=("mean", "sum"), p10_day1=("p10", "first"),
+                                              p50_day1=("p50", "first"), p90_day1=("p90", "first"),
+                                              model=("model", "first"), engine=("engine", "first"))
+    for col in ("llm_adjustment", "llm_reason"):
+        if col in f.columns:
+            agg[col] = f.groupby(keys)[col].first().to_numpy()
+    return agg

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import jsonschema
 import pandas as pd
 
 from retail_dagster.core.costs import USAGE_COLUMNS, approx_tokens, empty_usage
@@ -192,6 +191,8 @@ def check_answer(task: LLMTask, payload: Any, pending: dict[int, dict]
     Returns (accepted answers by i, errors by i, problem with the whole answer)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         return {}, {}, "answer is not an object with an items list"
+    import jsonschema
+
     item_validator = jsonschema.Draft202012Validator(task.validation_item_schema or task.item_schema)
     accepted: dict[int, dict] = {}
     errors: dict[int, str] = {}

@@ -188,7 +188,8 @@ def sensing_context(inputs, recent_forecast: pd.DataFrame | None = None, recent_
     w = inputs.weather
     if w is not None and len(w):
         ahead = w[(w["date"] >= d) & (w["date"] <= end)].groupby("region")["temperature_c"].mean()
-        norm = w[(w["date"] < d) & (w["date"] >= d - pd.Timedelta(days=norm_days))].groupby("region")["temperature_c"].mean()
+        recent = w[(w["date"] < d) & (w["date"] >= d - pd.Timedelta(days=norm_days))]
+        norm = recent.groupby("region")["temperature_c"].mean()
         ctx["temp_anomaly_c"] = ctx["region"].map((ahead - norm).round(1))
     else:
         ctx["temp_anomaly_c"] = np.nan

@@ -6,26 +6,16 @@ import pandas as pd
 from ..core.asof import PlanningInputs
 from ..core.costs import agent_costs
 from ..core.fingerprint import fingerprints
-from ..checks import readable
+from ..display import num
 from ..resources.audit import AuditSink
 
 USAGE_METADATA_KEY = "llm_usage"
 
 
-def num(x: float) -> dg.MetadataValue:
-    """Float metadata, rounded for reading (the frames keep full precision)."""
-    return dg.MetadataValue.float(readable(x))
-
-
-def engine_counts(frame: pd.DataFrame) -> dg.MetadataValue:
-    """Rows per engine (local, bedrock, local_fallback): a run whose LLM answers all fell back is visible."""
-    counts = frame["engine"].astype(str).value_counts() if "engine" in frame.columns and len(frame) else {}
-    return dg.MetadataValue.json({str(k): int(v) for k, v in dict(counts).items()})
-
-
-def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> dict:
+def usage_metadata(agent: str, usage: pd.DataFrame, n_skus: int, n_sku_locations: int,
+                   agents: tuple[str, ...]) -> dict:
     """Per-agent LLM usage (calls, tokens, USD, USD per SKU, latency, fallbacks) as asset metadata."""
-    costs = agent_costs(usage, n_skus, n_sku_locations)
+    costs = agent_costs(usage, n_skus, n_sku_locations, agents)
     row = costs[costs["agent"] == agent]
     meta = {USAGE_METADATA_KEY: dg.MetadataValue.json(row.to_dict("records"))}
     if len(row):

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from ..checks import INGEST_CHECKS, freshness_result
-from ..core.asof import PlanningInputs, planning_inputs
+from ..core.asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from ..core.fingerprint import frame_fingerprint
 from ..partitions import daily_by_group, split_partition
 from ..resources.data_source import DataSourceResource
@@ -16,10 +16,13 @@ FINGERPRINT_KEY = "fingerprint"
 # output name -> (PlanningInputs attribute, description)
 INGEST_OUTPUTS: dict[str, tuple[str, str]] = {
     "sales_history": ("sales", "Daily sales of the group's SKUs dated before the planning day (censored by stock)."),
-    "inventory_history": ("inventory_history", "Daily end-of-day stock before the planning day (marks stock-out days)."),
-    "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the planning day, stores and warehouses."),
+    "inventory_history": ("inventory_history",
+                          "Daily end-of-day stock before the planning day (marks stock-out days)."),
+    "inventory_snapshot": ("inventory_snapshot", "Stock on hand and in transit at the end of the day before the "
+                                                 "planning day, stores and warehouses."),
     "catalog_slice": ("catalog", "The group's SKUs: costs, prices, MSRP/MAP, case packs."),
-    "promotions_calendar": ("promotions", "Planned promotions known at the start of the day, through the 14-day horizon."),
+    "promotions_calendar": ("promotions",
+                            "Planned promotions known at the start of the day, through the 14-day horizon."),
     "events_calendar": ("events", "Holidays and local events through the 14-day horizon."),
     "weather_calendar": ("weather", "Observed weather before the day and the forecast for the 14-day horizon."),
     "store_traffic": ("traffic", "Daily store visitors before the planning day."),
@@ -64,8 +67,10 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     except SettingsError as exc:
         raise dg.Failure(description=str(exc)) from None
     date, group = split_partition(context)
-    tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days))
-    inputs = planning_inputs(tables, date, group, history_days=data_source.history_days)
+    # only the group's SKUs and the days the partition may use: history before D, calendars through the horizon
+    tables = data_source.load(sku_group=group, since=date - pd.Timedelta(days=data_source.history_days),
+                              until=date + pd.Timedelta(days=HORIZON_DAYS))
+    inputs = planning_inputs(tables, date, group, horizon_days=HORIZON_DAYS, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)
     for name, (attr, _) in INGEST_OUTPUTS.items():
@@ -74,26 +79,12 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     yield freshness_result(inputs, data_source.max_staleness_days)
 
 
-def inputs_from_assets(context, sales_history, inventory_history, inventory_snapshot, catalog_slice,
-                       promotions_calendar, events_calendar, weather_calendar, store_traffic, store_network,
-                       transfer_lanes) -> PlanningInputs:
-    """Rebuild the PlanningInputs of the run's partition from the ingest assets."""
-    date, group = split_partition(context)
-    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network,
-                          sales=sales_history, inventory_snapshot=inventory_snapshot,
-                          promotions=promotions_calendar, events=events_calendar, weather=weather_calendar,
-                          traffic=store_traffic, lanes=transfer_lanes, inventory_history=inventory_history)
-
-
-def partial_inputs(context, inventory_snapshot, catalog_slice, store_network, transfer_lanes) -> PlanningInputs:
-    """PlanningInputs holding only the stock position, catalog and network: all the rebalancing agent reads,
-    so its step does not load the sales and inventory histories."""
+def inputs_from_frames(context, frames: dict[str, pd.DataFrame]) -> PlanningInputs:
+    """The run partition's PlanningInputs from ingest asset values keyed by asset name; a table not given (an
+    agent that does not read it) is empty."""
     date, group = split_partition(context)
     empty = pd.DataFrame()
-    return PlanningInputs(date=date, sku_group=group, catalog=catalog_slice, locations=store_network, sales=empty,
-                          inventory_snapshot=inventory_snapshot, promotions=empty, events=empty, weather=empty,
-                          traffic=empty, lanes=transfer_lanes, inventory_history=None)
-
-
-# the ingest assets every agent asset takes as inputs, in inputs_from_assets' order
-INGEST_INS = {name: dg.AssetIn(key=name) for name in INGEST_OUTPUTS}
+    values = {attr: frames.get(name, empty) for name, (attr, _) in INGEST_OUTPUTS.items()}
+    if "inventory_history" not in frames:
+        values["inventory_history"] = None
+    return PlanningInputs(date=date, sku_group=group, **values)

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from .. import settings
-from ..core.loading import is_s3
+from ..core.storage import is_s3
 from ..core.plots import png_markdown
 from ..pilot import ARMS, PilotConfig, format_report, report_markdown, run_pilot
 

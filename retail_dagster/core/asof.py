@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 HORIZON_DAYS = 14
@@ -53,6 +54,35 @@ def first_plannable_date(sales: pd.DataFrame, min_history_days: int = 56) -> pd.
     return pd.Timestamp(sales["date"].min()) + pd.Timedelta(days=min_history_days)
 
 
+def _rows(frame: pd.DataFrame, keep) -> pd.DataFrame:
+    """`frame`'s rows where `keep` (a boolean array or Series), renumbered from 0. When every row is kept (the
+    loader already read only the partition's rows) no data is copied: a shallow copy, so adding a column to the
+    slice never touches the loader's cached table."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.all():
+        out = frame.copy(deep=False)
+        if not (isinstance(out.index, pd.RangeIndex) and out.index.start == 0 and out.index.step == 1):
+            out.index = pd.RangeIndex(len(out))
+    else:
+        out = frame[keep].reset_index(drop=True)
+    out.attrs = {}  # the loader's marks stay with the loader's tables (and out of Parquet metadata)
+    return out
+
+
+# frame.attrs key set by the loader on the SKU-keyed tables it read for one SKU group only: their SKU filter is done
+GROUP_ATTR = "retail_dagster_sku_group"
+
+
+def _in_group(frame: pd.DataFrame, skus: pd.Series, sku_group: str | None) -> np.ndarray:
+    """Rows of `frame` whose sku_id is one of `skus` (all rows when the loader read only this group's SKUs)."""
+    if sku_group is None or frame.attrs.get(GROUP_ATTR) == sku_group:
+        return np.ones(len(frame), dtype=bool)
+    values = frame["sku_id"]
+    if isinstance(values.dtype, pd.CategoricalDtype):  # hash the categories, not every row
+        return np.append(values.cat.categories.isin(skus), False)[values.cat.codes.to_numpy()]
+    return values.isin(skus).to_numpy()
+
+
 def planning_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None = None,
                     horizon_days: int = HORIZON_DAYS, history_days: int | None = None) -> PlanningInputs:
     """Slice validated tables to what was known at the start of `date` for one SKU group (None = all).
@@ -62,39 +92,48 @@ def planning_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None
     """
     d = pd.Timestamp(date).normalize()
     end = d + pd.Timedelta(days=horizon_days)
-    if history_days is not None:
-        first = d - pd.Timedelta(days=history_days)
-        tables = {**tables, **{t: tables[t][tables[t]["date"] >= first]
-                               for t in ("sales", "inventory", "traffic", "weather", "events") if t in tables}}
+    first = d - pd.Timedelta(days=history_days) if history_days is not None else None
+
+    def dated(name: str, before: pd.Timestamp) -> np.ndarray:
+        dates = tables[name]["date"].to_numpy()
+        keep = dates < before.to_datetime64()
+        if first is not None:
+            keep &= dates >= first.to_datetime64()
+        return keep
+
     catalog = tables["catalog"]
     if sku_group is not None:
-        catalog = catalog[catalog["sku_group"] == sku_group]
+        catalog = catalog[(catalog["sku_group"] == sku_group).to_numpy()]
         if catalog.empty:
-            raise ValueError(f"SKU group '{sku_group}' has no SKUs in the catalog; groups: {sku_groups(tables['catalog'])}")
+            raise ValueError(f"SKU group '{sku_group}' has no SKUs in the catalog; "
+                             f"groups: {sku_groups(tables['catalog'])}")
     skus = catalog["sku_id"]
-    sales = tables["sales"]
-    sales = sales[(sales["date"] < d) & sales["sku_id"].isin(skus)]
-    inv = tables["inventory"]
-    inv = inv[(inv["date"] < d) & inv["sku_id"].isin(skus)]
+
+    def in_group(frame: pd.DataFrame) -> np.ndarray:
+        return _in_group(frame, skus, sku_group)
+
+    sales = _rows(tables["sales"], dated("sales", d) & in_group(tables["sales"]))
+    inv = _rows(tables["inventory"], dated("inventory", d) & in_group(tables["inventory"]))
     notes = []
     if len(inv):
-        last = inv["date"].max()
-        snapshot = inv[inv["date"] == last]
+        inv_dates = inv["date"].to_numpy()
+        last = pd.Timestamp(inv_dates.max())
+        snapshot = inv[inv_dates == last.to_datetime64()].reset_index(drop=True)
         if last < d - pd.Timedelta(days=1):
             notes.append(f"latest inventory is from {last:%Y-%m-%d}, {(d - last).days} days before {d:%Y-%m-%d}")
     else:
         snapshot = inv
         notes.append(f"no inventory known before {d:%Y-%m-%d}")
     promos = tables["promotions"]
-    promos = promos[(promos["start_date"] < end) & promos["sku_id"].isin(skus)]
+    promos = _rows(promos, (promos["start_date"] < end).to_numpy() & in_group(promos))
     return PlanningInputs(
         date=d, sku_group=sku_group or "*", catalog=catalog.reset_index(drop=True),
         locations=tables["locations"].reset_index(drop=True),
-        sales=sales.reset_index(drop=True), inventory_snapshot=snapshot.reset_index(drop=True),
-        promotions=promos.reset_index(drop=True),
-        events=tables["events"][tables["events"]["date"] < end].reset_index(drop=True),
-        weather=tables["weather"][tables["weather"]["date"] < end].reset_index(drop=True),
-        traffic=tables["traffic"][tables["traffic"]["date"] < d].reset_index(drop=True),
+        sales=sales, inventory_snapshot=snapshot,
+        promotions=promos,
+        events=_rows(tables["events"], dated("events", end)),
+        weather=_rows(tables["weather"], dated("weather", end)),
+        traffic=_rows(tables["traffic"], dated("traffic", d)),
         lanes=tables["lanes"].reset_index(drop=True), horizon_days=horizon_days, notes=notes,
-        inventory_history=inv.reset_index(drop=True),
+        inventory_history=inv,
     )

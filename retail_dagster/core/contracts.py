@@ -214,15 +214,45 @@ def _examples(frame: pd.DataFrame, mask: np.ndarray, cols: Iterable[str], n: int
     return out
 
 
+def _string_categories(series: pd.Series) -> bool:
+    """A categorical column whose categories are all str (a Parquet dictionary column of text)."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return False
+    cats = series.cat.categories
+    return cats.dtype == object and pd.api.types.infer_dtype(cats, skipna=False) == "string"
+
+
+def plain_strings(values: pd.Series) -> pd.Series:
+    """Categorical text as plain str objects (None where missing), by one take over the categories."""
+    cats = np.asarray(values.cat.categories.astype(str), dtype=object)
+    codes = values.cat.codes.to_numpy()
+    out = cats[np.maximum(codes, 0)] if len(cats) else np.full(len(codes), None, dtype=object)
+    missing = codes < 0
+    if missing.any():
+        out = out.copy() if len(cats) else out
+        out[missing] = None
+    return pd.Series(out, index=values.index, name=values.name)
+
+
 def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
     """Coerce to the column's kind; return the coerced series and a mask of values that failed to parse."""
+    if isinstance(series.dtype, pd.CategoricalDtype) and not (col.kind == STRING and _string_categories(series)):
+        series = plain_strings(series)  # e.g. a dictionary-encoded date or flag column: parsed from its text
     present = series.notna().to_numpy()
     if col.kind == STRING:
-        # object columns are kept as they are (cheap on 10^7 rows); anything else becomes str, NaN kept
+        # object columns are kept as they are (cheap on 10^7 rows); dictionary-encoded (categorical) ids stay
+        # categorical through the checks (isna, duplicates, foreign keys work on their integer codes) and become
+        # plain strings at the end; anything else becomes str, NaN kept
+        if _string_categories(series):
+            return series, np.zeros(len(series), dtype=bool)
         out = series if series.dtype == object else series.astype(object).where(series.notna(), None)
         out = out.where(out.isna(), out.astype(str)) if series.dtype != object else out
         return out, np.zeros(len(series), dtype=bool)
     if col.kind == DATE:
+        if series.dtype == "datetime64[ns]":  # read from Parquet as timestamps: only midnight to check
+            ns = series.to_numpy().view("i8")
+            if (ns[ns != np.iinfo("i8").min] % 86_400_000_000_000 == 0).all():
+                return series, np.zeros(len(series), dtype=bool)
         out = pd.to_datetime(series, errors="coerce", format="mixed") if series.dtype == object else \
             pd.to_datetime(series, errors="coerce")
         if getattr(out.dt, "tz", None) is not None:
@@ -239,6 +269,13 @@ def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
         bad = present & out.isna().to_numpy()
         return out.astype("boolean"), bad
     # numeric
+    if series.dtype == "float64":  # already numbers: nothing to parse, nothing to copy
+        if col.kind == INT:
+            vals = series.to_numpy()
+            known = ~np.isnan(vals)
+            with np.errstate(invalid="ignore"):
+                return series, known & (np.mod(np.where(known, vals, 0.0), 1.0) != 0)
+        return series, np.zeros(len(series), dtype=bool)
     out = pd.to_numeric(series, errors="coerce")
     bad = present & out.isna().to_numpy()
     if col.kind == INT:
@@ -246,6 +283,32 @@ def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
         bad = bad | frac
         return out.astype("float64"), bad
     return out.astype("float64"), bad
+
+
+def _int_codes(values: pd.Series) -> tuple[np.ndarray, int]:
+    """(codes in 0..n-1, n) with equal values (missing ones included) sharing a code."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy().astype(np.int64) + 1, len(values.cat.categories) + 1
+    if values.dtype == "datetime64[ns]":
+        ns = values.to_numpy().view("i8")
+        nat = ns == np.iinfo("i8").min
+        if not nat.any() and len(ns) and (ns % 86_400_000_000_000 == 0).all():
+            days = (ns - ns.min()) // 86_400_000_000_000
+            return days, int(days.max()) + 1
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return codes.astype(np.int64), max(len(uniques), 1)
+
+
+def _duplicated(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """frame.duplicated(key, keep=False) as an array: the key columns packed into one int64 per row (categorical
+    codes, day numbers), then one hash pass, instead of pandas' per-column factorize and group index."""
+    packed, size = np.zeros(len(frame), dtype=np.int64), 1
+    for col in key:
+        codes, n = _int_codes(frame[col])
+        if size * n >= 2 ** 62:
+            return frame.duplicated(key, keep=False).to_numpy()
+        packed, size = packed * n + codes, size * n
+    return pd.Index(packed).duplicated(keep=False)
 
 
 def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
@@ -265,7 +328,8 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
         ex = _examples(frame, mask, cols or [column]) if mask is not None else []
         problems.append(Problem(name, file, column, message, n, ex))
 
-    frame = frame.reset_index(drop=True)
+    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+        frame = frame.reset_index(drop=True)  # row numbers in the messages count from 0 (a default index: no copy)
     if len(frame) == 0 and not contract.allow_empty:
         problems.append(Problem(name, file, "*", "table is empty"))
 
@@ -316,7 +380,7 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
 
     # duplicate keys (only when the key columns parsed)
     if all(k in out.columns for k in contract.key) and len(out):
-        dup = out.duplicated(list(contract.key), keep=False).to_numpy()
+        dup = _duplicated(out, list(contract.key))
         if dup.any():
             add(",".join(contract.key), "duplicate key", dup, contract.key)
 
@@ -332,7 +396,7 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
         if m.any():
             add("msrp", "msrp below base_price", m, ["sku_id", "base_price", "msrp"])
     if name == "lanes" and len(out):
-        m = (out["from_location"] == out["to_location"]).fillna(False).to_numpy()
+        m = (out["from_location"].astype(object) == out["to_location"].astype(object)).fillna(False).to_numpy()
         if m.any():
             add("to_location", "lane from a location to itself", m, ["from_location", "to_location"])
 
@@ -352,6 +416,8 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
                 out[col.name] = out[col.name].astype("int64")
             elif col.kind == BOOL:
                 out[col.name] = out[col.name].astype(bool)
+            elif col.kind == STRING and _string_categories(out[col.name]):
+                out[col.name] = plain_strings(out[col.name])
             elif col.kind == STRING and out[col.name].dtype != object:
                 out[col.name] = out[col.name].astype(object)
     if problems and raise_errors:
@@ -416,15 +482,3 @@ def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str]
     if problems:
         raise ContractError(problems)
     return clean
-
-
-def describe_contracts() -> str:
-    """Markdown description of every table (for README / UI)."""
-    lines = []
-    for t in CONTRACTS.values():
-        lines.append(f"### {t.name}\nkey: {', '.join(t.key)}. {t.description}\n")
-        lines.append("| column | type | unit | required |\n|---|---|---|---|")
-        for c in t.columns:
-            lines.append(f"| {c.name} | {c.kind} | {c.unit} | {'yes' if c.required else 'no'} |")
-        lines.append("")
-    return "\n".join(lines)

@@ -6,12 +6,10 @@ Dagster-free: the Bedrock resource and the agent_costs asset both use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-
-AGENTS = ("demand", "pricing", "rebalancing")
 
 # On-demand USD per 1M tokens, us-east-1 (source region of the US cross-region profiles).
 # Sources and date in docs/bedrock.md; override with BedrockResource.price_table.
@@ -89,11 +87,12 @@ def estimate_cost(prompts_token_counts, price_table: Mapping[str, Mapping[str, f
     return out
 
 
-def agent_costs(usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> pd.DataFrame:
+def agent_costs(usage: pd.DataFrame, n_skus: int, n_sku_locations: int, agents: Sequence[str]) -> pd.DataFrame:
     """One row per agent and model: calls, tokens, USD (total, per SKU, per SKU-location), latency
     percentiles (over batches, per call), fallbacks (items that kept the numeric decision), retries.
 
-    An agent absent from `usage` (local engine) gets a row of zeros with model "local". Dry-run rows
+    `agents`: the registered agents' names (agents.registry), in pipeline order: an agent absent from `usage`
+    (local engine) gets a row of zeros with model "local". Dry-run rows
     (outcome "dry_run", calls 0) carry projected tokens and USD.
     """
     usage = usage if usage is not None and len(usage) else empty_usage()
@@ -119,7 +118,7 @@ def agent_costs(usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> pd.Da
             "retries": int(g["retries"].sum()),
         })
     present = {r["agent"] for r in rows}
-    for agent in AGENTS:
+    for agent in agents:
         if agent not in present:
             rows.append({"agent": agent, "model": "local", "calls": 0, "input_tokens": 0,
                          "output_tokens": 0, "usd": 0.0, "usd_per_sku": 0.0,
@@ -128,7 +127,7 @@ def agent_costs(usage: pd.DataFrame, n_skus: int, n_sku_locations: int) -> pd.Da
     out = pd.DataFrame(rows)
     out["n_skus"] = int(n_skus)
     out["n_sku_locations"] = int(n_sku_locations)
-    order = {a: i for i, a in enumerate(AGENTS)}
+    order = {a: i for i, a in enumerate(agents)}
     out = out.sort_values(["agent", "model"], key=lambda s: s.map(order).fillna(99) if s.name == "agent" else s)
     return out[AGENT_COST_COLUMNS].reset_index(drop=True)
 

@@ -25,9 +25,23 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from .asof import HORIZON_DAYS
+
 DEFAULT_END_DATE = "2026-11-24"  # last observed day of the embedded demo; the demo plans the day after
-HORIZON_DAYS = 14
 BLOCK_SKUS = 500  # SKUs per generation block; part of the data's definition, like the seed
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """The embedded demo network's size: the one place its defaults are set (generator, settings, CLI, resource)."""
+
+    n_skus: int = 200
+    n_stores: int = 6
+    n_warehouses: int = 1
+    n_days: int = 730
+    seed: int = 7
+    end_date: str = DEFAULT_END_DATE
+
 
 # department (sku_group) -> categories
 GROUPS: dict[str, list[str]] = {
@@ -458,9 +472,9 @@ def _block(net: _Network, b: int) -> dict[str, dict[str, np.ndarray | _Ids]]:
     sales = {"date": date, "sku_id": sku, "location_id": loc, "units": col(sales_units, keep),
              "price": col(price[:n_obs], keep), "on_promotion": col(on_promo[:n_obs], keep, dtype="bool")}
     keep_i, sku_i, date_i, loc_i = series_rows(n_obs, L + W)
-    # stores then warehouses per (sku, day): location codes 0..L-1 are stores, L..L+W-1 warehouses
-    both = lambda st, wh: np.concatenate([st.reshape(n_obs, S, L), wh.reshape(n_obs, S, W)], axis=2).reshape(
-        n_obs, -1)
+
+    def both(st, wh):  # stores then warehouses per (sku, day): location codes 0..L-1 stores, L..L+W-1 warehouses
+        return np.concatenate([st.reshape(n_obs, S, L), wh.reshape(n_obs, S, W)], axis=2).reshape(n_obs, -1)
     inventory = {"date": date_i, "sku_id": sku_i, "location_id": loc_i,
                  "on_hand": col(both(oh_hist, wh_oh_hist), keep_i, L + W),
                  "in_transit": col(both(it_hist, wh_it_hist), keep_i, L + W)}
@@ -509,8 +523,9 @@ def _frame(parts: list[dict[str, np.ndarray | _Ids]]) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def generate_demo(n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
-                  seed: int = 7, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
+def generate_demo(n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
+                  n_warehouses: int = DemoSize.n_warehouses, n_days: int = DemoSize.n_days,
+                  seed: int = DemoSize.seed, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
                   new_sku_share: float = 0.04, block_skus: int = BLOCK_SKUS) -> DemoData:
     """Generate a demo data set in memory: `n_days` observed days ending `end_date`, calendars and truth
     `horizon_days` on. For large sets use `write_demo_streaming` (same data, bounded memory)."""
@@ -584,8 +599,9 @@ class _ParquetSink:
             os.remove(self.tmp)
 
 
-def write_demo_streaming(out: str, n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
-                         seed: int = 7, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
+def write_demo_streaming(out: str, n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
+                         n_warehouses: int = DemoSize.n_warehouses, n_days: int = DemoSize.n_days,
+                         seed: int = DemoSize.seed, end_date: str = DEFAULT_END_DATE, horizon_days: int = HORIZON_DAYS,
                          new_sku_share: float = 0.04, block_skus: int = BLOCK_SKUS) -> dict[str, int]:
     """Write the demo data set that `generate_demo` returns for the same arguments, one SKU block at a time, as
     `<out>/<table>.parquet` and `<out>/truth/<name>.parquet` (the layout of `write_demo`, read by `load_tables`).
@@ -625,10 +641,3 @@ def write_demo(data: DemoData, out: str) -> list[str]:
     files = write_tables(data.tables, out)
     files += write_tables(data.truth, f"{out.rstrip('/')}/truth")
     return files
-
-
-def read_truth(path: str) -> dict[str, pd.DataFrame]:
-    import os
-
-    folder = os.path.join(path, "truth")
-    return {f[:-8]: pd.read_parquet(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".parquet")}

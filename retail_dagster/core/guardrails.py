@@ -108,6 +108,12 @@ class GuardrailSettings:
         return [(e, m) for e, m in groups.items() if m.any()]
 
 
+def price_changed(current, recommended) -> np.ndarray:
+    """Per row: the recommended price differs from the current one by half a cent or more (the one definition of a
+    price change: the checks, the metadata, the LLM re-check and the pilot's world all use it)."""
+    return np.abs(np.asarray(recommended, dtype=float) - np.asarray(current, dtype=float)) >= CHANGE_TOLERANCE_USD
+
+
 def _validate_values(s: GuardrailSettings) -> None:
     problems = []
     if not 0 <= s.max_daily_change_pct < 100:
@@ -233,7 +239,7 @@ def snap_to_endings(prices, lower, upper, endings=(0.99, 0.49), fallback=None) -
 
 
 def snap_rows(prices: np.ndarray, lower: np.ndarray, upper: np.ndarray, settings: GuardrailSettings,
-               categories) -> np.ndarray:
+              categories) -> np.ndarray:
     """snap_to_endings with per-category endings; prices may be (n,) or (n, k). NaN where nothing fits."""
     n = len(lower)
     out = np.full(prices.shape, np.nan)
@@ -290,7 +296,6 @@ def apply_guardrails(frame: pd.DataFrame, settings: GuardrailSettings) -> pd.Dat
     """
     _require(frame, ["current_price", "wished_price", "unit_cost", "msrp"], "apply_guardrails")
     out = price_bounds(frame, settings)
-    n = len(out)
     cats = out["category"].to_numpy() if "category" in out.columns else None
     cur = _float(out, "current_price")
     wish = _float(out, "wished_price")

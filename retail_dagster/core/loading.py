@@ -6,30 +6,11 @@ import io
 import os
 from typing import Any, Mapping, Optional
 
-import numpy as np
 import pandas as pd
 
-from .files import atomic_write_local
+from . import storage
 from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
-
-
-def is_s3(path: str) -> bool:
-    return str(path).startswith("s3://")
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://"):]
-    bucket, _, key = rest.partition("/")
-    return bucket, key.strip("/")
-
-
-def make_s3_client(endpoint_url: str | None = None, region_name: str | None = None):
-    """A boto3 S3 client; endpoint from the argument or AWS_ENDPOINT_URL_S3 (tests point it at moto)."""
-    import boto3
-
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
-    return boto3.client("s3", endpoint_url=endpoint_url,
-                        region_name=region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+from .storage import is_s3
 
 
 def _read_bytes(data: bytes, name: str) -> pd.DataFrame:
@@ -63,20 +44,9 @@ def duplicate_table_problems(names: dict[str, str]) -> list[Problem]:
 
 def _file_names(path: str, s3_client: Any = None) -> dict[str, str]:
     """{file name: full path} of the files directly under a local folder or an s3:// prefix."""
-    if is_s3(path):
-        client = s3_client or make_s3_client()
-        bucket, prefix = split_s3(path)
-        keys = []
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=(prefix + "/") if prefix else ""):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        names = {k.rsplit("/", 1)[-1]: f"s3://{bucket}/{k}" for k in keys
-                 if k.count("/") == (prefix.count("/") + 1 if prefix else 0)}
-    else:
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"data folder not found: {path}")
-        names = {f: os.path.join(path, f) for f in os.listdir(path)}
-    return names
+    if not is_s3(path) and not os.path.isdir(path):
+        raise FileNotFoundError(f"data folder not found: {path}")
+    return {name: storage.join(path, name) for name in storage.list_names(path, s3_client)}
 
 
 # fact tables keyed by SKU: a SKU-group slice reads only its SKUs' rows (Parquet row groups are pruned)
@@ -86,56 +56,158 @@ SKU_KEYED = ("sales", "inventory", "promotions")
 DATED = ("sales", "inventory", "traffic", "weather", "events")
 
 
-def _plain_strings(values: pd.Series) -> pd.Series:
-    """Categorical (dictionary-encoded) ids as plain str objects, by one take over the categories."""
-    cats = np.asarray(values.cat.categories.astype(str), dtype=object)
-    codes = values.cat.codes.to_numpy()
-    out = cats[np.maximum(codes, 0)]
-    if (codes < 0).any():
-        out = out.copy()
-        out[codes < 0] = None
-    return pd.Series(out, index=values.index, name=values.name)
+def _arrow_filter(schema, skus: Optional[list[str]], since, until):
+    """The pyarrow expression keeping `skus` and dates in [since, until), or None when the file's columns cannot
+    take it (no such column, or dates stored as text: then rows are filtered after reading)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    names = set(schema.names)
+    expr = None
+
+    def both(a, b):
+        return b if a is None else a & b
+
+    if skus is not None:
+        if "sku_id" not in names:
+            return None
+        sku_type = schema.field("sku_id").type
+        value_type = sku_type.value_type if pa.types.is_dictionary(sku_type) else sku_type
+        if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
+            return None
+        expr = pads.field("sku_id").isin(pa.array(list(skus), type=pa.string()))
+    if since is not None or until is not None:
+        if "date" not in names or not pa.types.is_timestamp(schema.field("date").type) \
+                or schema.field("date").type.tz is not None:
+            return None
+        date_type = schema.field("date").type
+        if since is not None:
+            expr = both(expr, pads.field("date") >= pa.scalar(pd.Timestamp(since).to_pydatetime(), type=date_type))
+        if until is not None:
+            expr = both(expr, pads.field("date") < pa.scalar(pd.Timestamp(until).to_pydatetime(), type=date_type))
+    return expr
+
+
+def reader_threads() -> int:
+    """Threads the Parquet reader may use: the run's share of the cores. Runs sharing a machine set
+    OMP_NUM_THREADS (as pipeline_bench's parallel pass does) so that the reader, BLAS and LightGBM together never
+    oversubscribe the cores; RETAIL_DAGSTER_READER_THREADS overrides it."""
+    value = os.environ.get("RETAIL_DAGSTER_READER_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    try:
+        return max(1, int(value)) if value else (os.cpu_count() or 1)
+    except ValueError:
+        return 1
+
+
+def _read_parquet(open_source, columns: Optional[list[str]], skus, since, until) -> tuple[pd.DataFrame, bool]:
+    """(frame, whether the row filters were applied by the reader). Only the wanted columns and the row groups
+    whose statistics can hold wanted rows are decoded; dictionary-encoded ids come back categorical (the
+    contract validation turns them into plain strings by one take over their categories)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(open_source())
+    if columns:
+        columns = [c for c in columns if c in schema.names]
+    expr = _arrow_filter(schema, skus, since, until)
+    wanted = expr is not None or (skus is None and since is None and until is None)
+    threads = reader_threads() > 1
+    table = pq.read_table(open_source(), columns=columns, filters=expr if expr is not None else None,
+                          use_threads=threads)
+    frame = table.to_pandas(use_threads=threads, split_blocks=True, self_destruct=True)
+    return frame, wanted
 
 
 def read_raw_table(file: str, s3_client: Any = None, skus: Optional[list[str]] = None,
-                   columns: Optional[list[str]] = None, since: Optional[pd.Timestamp] = None) -> pd.DataFrame:
-    """One table file as read (no validation); `skus` keeps only those SKUs' rows, `since` only rows dated on or
-    after it (Parquet row groups are pruned by their statistics)."""
-    if is_s3(file):
-        client = s3_client or make_s3_client()
-        bucket, key = split_s3(file)
-        data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        frame = _read_bytes(data, key)
+                   columns: Optional[list[str]] = None, since: Optional[pd.Timestamp] = None,
+                   until: Optional[pd.Timestamp] = None) -> pd.DataFrame:
+    """One table file as read (no validation); `skus` keeps only those SKUs' rows, `since`/`until` only rows dated
+    in [since, until). Parquet is read with those filters pushed into the reader (row groups pruned by their
+    statistics, only `columns` decoded), locally or from S3; CSV is filtered after reading. Rows whose date does
+    not parse are kept, for validation to name them."""
+    if file.endswith(".parquet"):
+        data = None
+        if is_s3(file):
+            data = storage.read_bytes(file, s3_client)
+            if data is None:
+                raise FileNotFoundError(file)
+
+        def open_source():
+            import pyarrow as pa
+
+            return pa.BufferReader(data) if data is not None else file
+        frame, applied = _read_parquet(open_source, columns, skus, since, until)
+        if applied:
+            skus = since = until = None
+    elif is_s3(file):
+        frame = _read_bytes(storage.read_bytes(file, s3_client), file)
         if columns:
             frame = frame[[c for c in columns if c in frame.columns]]
-    elif file.endswith(".parquet"):
-        filters = ([("sku_id", "in", list(skus))] if skus is not None else []) + \
-            ([("date", ">=", pd.Timestamp(since))] if since is not None else [])
-        try:
-            frame = pd.read_parquet(file, columns=columns, filters=filters or None)
-            skus = since = None  # both applied by the reader
-        except Exception:  # e.g. no such column, or a date stored as text: filter after validation-free read
-            frame = pd.read_parquet(file, columns=columns)
     else:
-        frame = pd.read_csv(file, dtype=str, keep_default_na=True, usecols=columns)
+        frame = pd.read_csv(file, dtype=str, keep_default_na=True,
+                            usecols=(lambda c: c in columns) if columns else None)
     if skus is not None and "sku_id" in frame.columns:
-        frame = frame[frame["sku_id"].astype(str).isin(set(skus))]
-    if since is not None and "date" in frame.columns:
-        dates = pd.to_datetime(frame["date"], errors="coerce")
-        frame = frame[dates.isna() | (dates >= pd.Timestamp(since))]  # unparseable dates stay for validation
-    # dictionary-encoded ids come back categorical: plain strings keep joins simple
-    for col in frame.columns:
-        if isinstance(frame[col].dtype, pd.CategoricalDtype):
-            frame[col] = _plain_strings(frame[col])
-    return frame.reset_index(drop=True)
+        frame = frame[frame["sku_id"].astype(str).isin(set(skus)).to_numpy()]
+    if (since is not None or until is not None) and "date" in frame.columns:
+        dates = pd.to_datetime(frame["date"], errors="coerce", format="mixed") if frame["date"].dtype == object \
+            else pd.to_datetime(frame["date"], errors="coerce")
+        if getattr(dates.dt, "tz", None) is not None:
+            dates = dates.dt.tz_localize(None)
+        keep = dates.isna()  # unparseable dates stay for validation to report
+        if since is not None:
+            keep |= dates >= pd.Timestamp(since)
+        if until is not None:
+            keep &= dates.isna() | (dates < pd.Timestamp(until))
+        frame = frame[keep.to_numpy()]
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0 or frame.index.step != 1:
+        frame = frame.reset_index(drop=True)
+    return frame
+
+
+def read_groups(path: str, s3_client: Any = None) -> list[str]:
+    """The distinct SKU groups of the catalog under `path`, reading only its `sku_group` column (no fact table):
+    what loading the code location needs to build the partitions."""
+    files = find_table_files(path, s3_client)
+    if "catalog" not in files:
+        raise ContractError([Problem("catalog", storage.join(path, "catalog.parquet|.csv"), "*",
+                                     "table file not found")])
+    groups = read_raw_table(files["catalog"], s3_client, columns=["sku_group"])
+    if "sku_group" not in groups.columns:
+        raise ContractError([Problem("catalog", files["catalog"], "sku_group", "required column is missing")])
+    return sorted(groups["sku_group"].dropna().astype(str).unique().tolist())
+
+
+def first_sales_date(path: str, s3_client: Any = None) -> Optional[pd.Timestamp]:
+    """The first sales date under `path`, from the Parquet footer's statistics when it has them (no rows read),
+    else from the `date` column alone."""
+    files = find_table_files(path, s3_client)
+    if "sales" not in files:
+        return None
+    file = files["sales"]
+    if file.endswith(".parquet") and not is_s3(file):
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(file).metadata
+        try:
+            idx = meta.schema.to_arrow_schema().get_field_index("date")
+            stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+            if idx >= 0 and stats and all(s is not None and s.has_min_max for s in stats):
+                return pd.Timestamp(min(s.min for s in stats)).tz_localize(None).normalize()
+        except Exception:  # statistics of another type (text dates): read the column below
+            pass
+    dates = read_raw_table(file, s3_client, columns=["date"])["date"]
+    dates = pd.to_datetime(dates, errors="coerce", format="mixed") if dates.dtype == object else \
+        pd.to_datetime(dates, errors="coerce")
+    return None if dates.isna().all() else pd.Timestamp(dates.min()).tz_localize(None).normalize()
 
 
 def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABLE_NAMES,
-                sku_group: Optional[str] = None, since: Optional[pd.Timestamp] = None) -> dict[str, pd.DataFrame]:
+                sku_group: Optional[str] = None, since: Optional[pd.Timestamp] = None,
+                until: Optional[pd.Timestamp] = None) -> dict[str, pd.DataFrame]:
     """Read and validate every input table under `path`. Raises ContractError listing every problem.
 
     With `sku_group`, the SKU-keyed fact tables hold only that group's SKUs (the catalog stays whole): what one
-    partition needs, read without loading the other groups. With `since`, dated tables start on that day.
+    partition needs, read without loading the other groups. With `since`, dated tables start on that day; with
+    `until`, they end the day before it (a partition never reads rows it may not use).
     """
     names = _file_names(path, s3_client)
     files = _table_files(names)
@@ -145,9 +217,10 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
         raise ContractError(problems)
     skus = None
     if sku_group is not None and "catalog" in files:
-        catalog = read_raw_table(files["catalog"], s3_client)
+        raw["catalog"] = catalog = read_raw_table(files["catalog"], s3_client)
         if "sku_group" in catalog.columns and "sku_id" in catalog.columns:
-            skus = catalog.loc[catalog["sku_group"].astype(str) == sku_group, "sku_id"].astype(str).tolist()
+            skus = catalog.loc[(catalog["sku_group"].astype(str) == sku_group).to_numpy(), "sku_id"]
+            skus = skus.astype(str).tolist()
             if not skus:
                 raise ContractError([Problem("catalog", files["catalog"], "sku_group",
                                              f"no SKU in group '{sku_group}'")])
@@ -155,36 +228,36 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
         if t not in files:
             problems.append(Problem(t, os.path.join(str(path), f"{t}.parquet|.csv"), "*", "table file not found"))
             continue
+        if t in raw:
+            continue
         try:
             raw[t] = read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None,
-                                    since=since if t in DATED else None)
+                                    since=since if t in DATED else None, until=until if t in DATED else None)
         except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
             problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
     if problems:
         raise ContractError(problems)
-    return validate_tables(raw, files)
+    clean = validate_tables({t: raw[t] for t in tables if t in raw}, files)
+    if skus is not None:
+        from .asof import GROUP_ATTR
+
+        for t in SKU_KEYED:
+            if t in clean:  # planning_inputs then skips its own SKU filter on these
+                clean[t].attrs[GROUP_ATTR] = sku_group
+    return clean
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], path: str, s3_client: Any = None) -> list[str]:
     """Write tables as Parquet files `<path>/<table>.parquet` (local folder or s3:// prefix)."""
     written = []
     for name, frame in tables.items():
-        if is_s3(path):
-            client = s3_client or make_s3_client()
-            bucket, prefix = split_s3(path)
-            buf = io.BytesIO()
-            frame.to_parquet(buf, index=False)
-            key = f"{prefix}/{name}.parquet" if prefix else f"{name}.parquet"
-            client.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-            written.append(f"s3://{bucket}/{key}")
-        else:
-            target = os.path.join(path, f"{name}.parquet")
-            buf = io.BytesIO()
-            frame.to_parquet(buf, index=False)
-            atomic_write_local(target, buf.getvalue())
-            written.append(target)
+        target = storage.join(path, f"{name}.parquet")
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        storage.write_bytes(target, buf.getvalue(), s3_client)
+        written.append(target)
     return written
 
 
-__all__ = ["load_tables", "write_tables", "find_table_files", "read_raw_table", "ContractError", "make_s3_client",
-           "is_s3", "split_s3"]
+__all__ = ["load_tables", "write_tables", "find_table_files", "read_raw_table", "read_groups", "first_sales_date",
+           "ContractError"]

@@ -40,12 +40,21 @@ def explained_days(sales: pd.DataFrame, events: pd.DataFrame | None = None,
         else np.zeros(len(sales), dtype=bool)
     if events is None or not len(events) or locations is None:
         return mask
-    region = sales["location_id"].map(locations.set_index("location_id")["region"])
     ev = events[["date", "region"]].drop_duplicates()
     everywhere = ev.loc[ev["region"].isna() | ev["region"].astype(str).str.lower().isin(["", "all", "*"]), "date"]
-    keyed = pd.MultiIndex.from_frame(ev.dropna()[["date", "region"]].astype({"region": str}))
-    hit = pd.MultiIndex.from_arrays([pd.DatetimeIndex(sales["date"]), region.astype(str)]).isin(keyed)
-    return mask | hit | sales["date"].isin(everywhere).to_numpy()
+    keyed = ev.dropna()
+    # (day, region) as one integer per row: a vectorised membership test instead of tuple indexes over every row
+    regions = pd.Index(pd.concat([locations["region"], keyed["region"]]).astype(str).unique())
+    loc_region = pd.Series(regions.get_indexer(locations["region"].astype(str)), index=locations["location_id"])
+    loc_code, loc_uniq = pd.factorize(sales["location_id"].to_numpy())
+    row_region = loc_region.reindex(loc_uniq).fillna(-1).to_numpy(dtype=np.int64)[loc_code]
+    days = sales["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    n = len(regions) + 1
+    row_key = days * n + row_region
+    ev_key = (keyed["date"].to_numpy().astype("datetime64[D]").astype(np.int64) * n
+              + regions.get_indexer(keyed["region"].astype(str)))
+    hit = (row_region >= 0) & np.isin(row_key, ev_key)
+    return mask | hit | np.isin(days, everywhere.to_numpy().astype("datetime64[D]").astype(np.int64))
 
 
 def _wide(sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,13 +109,34 @@ def series_thresholds(sales: pd.DataFrame, settings: OutlierSettings | None = No
     return t, m
 
 
+def _thresholds_where_needed(sales: pd.DataFrame, settings: OutlierSettings | None,
+                             explained: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """series_thresholds for the series that can hold an outlier, +inf (threshold) and NaN (median) elsewhere.
+
+    Every threshold is at least `min_units`, so a series that never sells more than that has no outlier: its
+    rolling statistics are not computed (most series of a retailer sell a few units a day). The series that do
+    are judged on all their rows, exactly as series_thresholds judges them."""
+    st = settings or OutlierSettings()
+    units = sales["units"].to_numpy(dtype=float)
+    thr, med = np.full(len(sales), np.inf), np.full(len(sales), np.nan)
+    above = units > st.min_units
+    if not above.any():
+        return thr, med
+    sku, _ = pd.factorize(sales["sku_id"].to_numpy())
+    loc, locs = pd.factorize(sales["location_id"].to_numpy())
+    code = sku.astype(np.int64) * max(len(locs), 1) + loc
+    rows = np.isin(code, np.unique(code[above]))
+    thr[rows], med[rows] = series_thresholds(sales[rows], st, explained[rows] if explained is not None else None)
+    return thr, med
+
+
 def find_outliers(sales: pd.DataFrame, settings: OutlierSettings | None = None,
                   explained: np.ndarray | None = None) -> pd.DataFrame:
     """Sales rows far above their own series' local level: sku_id, location_id, date, units, cap_units,
     median_units (the local median), largest first."""
     if sales.empty:
         return pd.DataFrame(columns=OUTLIER_COLUMNS)
-    thr, med = series_thresholds(sales, settings, explained)
+    thr, med = _thresholds_where_needed(sales, settings, explained)
     units = sales["units"].to_numpy(dtype=float)
     bad = units > thr
     out = sales.loc[bad, ["sku_id", "location_id", "date", "units"]].assign(cap_units=thr[bad], median_units=med[bad])
@@ -118,7 +148,7 @@ def cap_outliers(sales: pd.DataFrame, settings: OutlierSettings | None = None,
     """(sales with each outlier's units capped at its threshold, the outliers found). Rows and order unchanged."""
     if sales.empty:
         return sales, pd.DataFrame(columns=OUTLIER_COLUMNS)
-    thr, med = series_thresholds(sales, settings, explained)
+    thr, med = _thresholds_where_needed(sales, settings, explained)
     units = sales["units"].to_numpy(dtype=float)
     bad = units > thr
     if not bad.any():

@@ -20,14 +20,17 @@ def forecast_band_png(history: pd.DataFrame, forecast: pd.DataFrame, series: lis
     series = list(series)[:6] or [("", "")]
     fig = Figure(figsize=(6.0, 1.6 * len(series)), dpi=dpi)
     axes = fig.subplots(len(series), 1, squeeze=False)[:, 0]
-    start = end = None
-    if len(forecast):
+    if len(forecast):  # the last weeks before the forecast (and actuals over it, when known)
         start = pd.Timestamp(forecast["target_date"].min()) - pd.Timedelta(weeks=weeks)
         end = pd.Timestamp(forecast["target_date"].max())
+        dates = history["date"].to_numpy()
+        history = history[(dates >= start.to_datetime64()) & (dates <= end.to_datetime64())]
+    # one pass over the (large) history and forecast for the charted SKUs, then per series on the small rest
+    skus = [sku for sku, _ in series]
+    history = history[history["sku_id"].isin(skus)]
+    forecast = forecast[forecast["sku_id"].isin(skus)]
     for ax, (sku, loc) in zip(axes, series):
         h = history[(history["sku_id"] == sku) & (history["location_id"] == loc)]
-        if start is not None:  # the last weeks before the forecast (and actuals over it, when known)
-            h = h[(h["date"] >= start) & (h["date"] <= end)]
         f = forecast[(forecast["sku_id"] == sku) & (forecast["location_id"] == loc)].sort_values("target_date")
         h = h.sort_values("date")
         ax.plot(h["date"], h["units"], color="0.3", lw=1, label="sales")
@@ -42,7 +45,8 @@ def forecast_band_png(history: pd.DataFrame, forecast: pd.DataFrame, series: lis
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=6, loc="upper left")
     fig.autofmt_xdate()
-    fig.tight_layout()
+    # a fixed layout: tight_layout measures every label and cost as much as drawing the chart
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.3 / len(series), bottom=0.45 / len(series), hspace=0.75)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -59,4 +63,3 @@ def top_series(forecast: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]:
         return []
     tot = forecast.groupby(["sku_id", "location_id"])["mean"].sum().sort_values(ascending=False, kind="stable")
     return [tuple(map(str, k)) for k in tot.index[:n]]
-

@@ -24,9 +24,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.special import ndtr, ndtri
 
 from .asof import PlanningInputs
 
@@ -82,6 +79,8 @@ def _empty_plan() -> pd.DataFrame:
 
 def expected_shortage(stock, mean, sigma):
     """E[(X - stock)+] for X ~ Normal(mean, sigma), elementwise; sigma = 0 gives max(mean - stock, 0)."""
+    from scipy.special import ndtr
+
     stock, mean, sigma = (np.asarray(a, dtype="float64") for a in (stock, mean, sigma))
     safe = np.where(sigma > 0, sigma, 1.0)
     z = (stock - mean) / safe
@@ -148,6 +147,8 @@ def positions(inputs: PlanningInputs, forecast: pd.DataFrame, settings: Rebalanc
     on_hand, in_transit = pos["on_hand"].to_numpy(), pos["in_transit"].to_numpy()
     position = on_hand + in_transit
     pos["position"] = position
+    from scipy.special import ndtri
+
     z = float(ndtri(s.service_level))
     prot_store = np.ceil(np.maximum(pos["demand_mean"] + z * pos["demand_sigma"], 0.0) - 1e-9)
     prot_wh = np.ceil(on_hand * s.warehouse_reserve_share - 1e-9)
@@ -338,6 +339,9 @@ def _solve_optimizer(arcs: pd.DataFrame, curves: _CostCurves, room: pd.Series, s
     and an on/off binary per arc only where the minimum quantity exceeds one case. Shared constraints: lane
     capacity per day (units, across SKUs), location capacity, and the budget (USD).
     """
+    import scipy.sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     n_a = len(arcs)
     pack = arcs["case_pack"].to_numpy(dtype="float64")
     unit_cost = arcs["cost_per_unit"].to_numpy(dtype="float64")

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .demo import LEAD_STORE_DAYS, LEAD_WAREHOUSE_DAYS, REVIEW_DAYS, DemoData
-from .guardrails import GuardrailSettings
+from .guardrails import GuardrailSettings, price_changed
 
-PRICE_CHANGE_TOLERANCE = 0.005  # a regular price moved by less than half a cent has not changed
 _DISPERSION = 3.0  # the generator's gamma-Poisson shape
 
 
@@ -223,7 +222,7 @@ class World:
         ok = (sku >= 0) & (loc >= 0) & np.isfinite(new) & (new > 0)
         series, new, sku = (sku * self.L + loc)[ok], new[ok], sku[ok]
         old = self.regular[series]
-        changed = np.abs(new - old) >= PRICE_CHANGE_TOLERANCE
+        changed = price_changed(old, new)
         g = self.settings.guardrails
         cat = self.catalog.iloc[sku]
         msrp = cat["msrp"].to_numpy(float)

@@ -17,11 +17,10 @@ from typing import Any, Literal, Optional
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from retail_dagster.core.costs import DEFAULT_PRICE_TABLE, approx_tokens, usd_for
 
-AGENTS = ("demand", "pricing", "rebalancing")
 _GEO_PREFIXES = ("us", "eu", "apac", "global", "us-gov", "jp", "au", "ca")
 ENGINE_ENV = "RETAIL_DAGSTER_{agent}_ENGINE"
 
@@ -171,29 +170,27 @@ class BedrockResource(dg.ConfigurableResource):
         default=2, description="Our own retries after botocore gives up (throttling, 5xx, model/read timeouts).")
     backoff_base_s: float = Field(default=1.0, description="Base of the jittered exponential backoff, seconds.")
 
-    demand_model_id: str = Field(default="us.meta.llama4-maverick-17b-instruct-v1:0",
-                                 description="Demand sensing model (Scout: us.meta.llama4-scout-17b-instruct-v1:0).")
-    pricing_model_id: str = Field(default="qwen.qwen3-235b-a22b-2507-v1:0", description="Pricing model.")
-    rebalancing_model_id: str = Field(default="qwen.qwen3-32b-v1:0", description="Rebalancing model.")
-    demand_engine: Literal["local", "bedrock"] = Field(
-        default="local", description="Engine of demand sensing; env RETAIL_DAGSTER_DEMAND_ENGINE overrides.")
-    pricing_engine: Literal["local", "bedrock"] = Field(
-        default="local", description="Engine of pricing; env RETAIL_DAGSTER_PRICING_ENGINE overrides.")
-    rebalancing_engine: Literal["local", "bedrock"] = Field(
-        default="local", description="Engine of rebalancing; env RETAIL_DAGSTER_REBALANCING_ENGINE overrides.")
+    engines: dict[str, str] = Field(
+        default={}, description="Engine per agent name, e.g. {'pricing': 'bedrock'}; an agent not named runs "
+                                "'local'. Env RETAIL_DAGSTER_<AGENT>_ENGINE overrides.")
+    model_ids: dict[str, str] = Field(
+        default={}, description="Bedrock model per agent name, over the agent's default (demand: Llama 4 Maverick, "
+                                "or Scout: us.meta.llama4-scout-17b-instruct-v1:0; pricing and rebalancing: Qwen 3).")
 
     price_table: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PRICE_TABLE.items()},
         description="USD per 1M tokens per model: {model: {input_per_1m, output_per_1m}}; merged over the defaults.")
     batch_size: int = Field(default=50, description="SKU-locations (or transfers) per Converse call.")
-    max_retries: int = Field(default=2, description="Re-asks after a malformed, refused, truncated or out-of-bound answer.")
+    max_retries: int = Field(default=2, description="Re-asks after a malformed, refused, truncated or "
+                                                    "out-of-bound answer.")
     max_output_tokens: int = Field(default=4096, description="Cap of maxTokens per call.")
     temperature: float = Field(default=0.0, description="Sampling temperature (0: repeatable decisions).")
     run_budget_usd: Optional[float] = Field(
         default=5.0, description="USD cap per run and process; once reached, remaining batches fall back.")
     dry_run: bool = Field(default=False, description="Build prompts, count tokens, project cost; never call converse.")
     token_counter: Literal["auto", "count_tokens", "approx"] = Field(
-        default="auto", description="Dry-run token counts: CountTokens API (auto: when the model supports it) or chars/4.")
+        default="auto", description="Dry-run token counts: CountTokens API (auto: when the model supports it) "
+                                    "or chars/4.")
     guardrail_identifier: Optional[str] = Field(default=None, description="Bedrock Guardrail id or ARN (optional).")
     guardrail_version: Optional[str] = Field(default=None, description="Guardrail version (e.g. '1' or 'DRAFT').")
 
@@ -204,6 +201,14 @@ class BedrockResource(dg.ConfigurableResource):
     _count_tokens_unsupported: set = PrivateAttr(default_factory=set)
     _tool_modes: dict = PrivateAttr(default_factory=dict)
 
+    @field_validator("engines")
+    @classmethod
+    def _engines_known(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = {k: v for k, v in value.items() if v not in ("local", "bedrock")}
+        if bad:
+            raise ValueError(f"engines {bad}: each must be 'local' or 'bedrock'")
+        return value
+
     def setup_for_execution(self, context) -> None:
         # engine switches are read from the environment at decision time: check them when the run starts (before
         # any asset writes), so a typo such as RETAIL_DAGSTER_PRICING_ENGINE=bedrok stops the run, not a step
@@ -213,19 +218,12 @@ class BedrockResource(dg.ConfigurableResource):
 
     # -- settings helpers ---------------------------------------------------------------------
     def model_for(self, agent: str) -> str:
-        _check_agent(agent)
-        return getattr(self, f"{agent}_model_id")
+        """The Bedrock model of an agent: `model_ids` over the agent's declared default."""
+        return self.model_ids.get(agent) or _agent_class(agent).default_llm_model
 
     def engine_for(self, agent: str) -> str:
         """"local" or "bedrock": env RETAIL_DAGSTER_<AGENT>_ENGINE wins over the config field."""
-        _check_agent(agent)
-        env = os.environ.get(ENGINE_ENV.format(agent=agent.upper()))
-        if env:
-            value = env.strip().lower()
-            if value not in ("local", "bedrock"):
-                raise ValueError(f"{ENGINE_ENV.format(agent=agent.upper())}={env!r}: expected 'local' or 'bedrock'")
-            return value
-        return getattr(self, f"{agent}_engine")
+        return engine_for(agent, self)
 
     def prices(self) -> dict[str, dict[str, float]]:
         merged = {k: dict(v) for k, v in DEFAULT_PRICE_TABLE.items()}
@@ -327,17 +325,19 @@ def request_text(request: dict) -> str:
     return "".join(parts)
 
 
-def _check_agent(agent: str) -> None:
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}; expected one of {AGENTS}")
+def _agent_class(agent: str):
+    from ..agents.registry import agent_class  # the registry imports the agents, which import this module
+
+    return agent_class(agent)
 
 
 def engine_for(agent: str, resource: Optional[BedrockResource] = None) -> str:
-    """Engine of an agent: env RETAIL_DAGSTER_<AGENT>_ENGINE, else the resource's field, else "local"."""
-    if resource is not None:
-        return resource.engine_for(agent)
-    _check_agent(agent)
-    env = os.environ.get(ENGINE_ENV.format(agent=agent.upper()), "local").strip().lower()
-    if env not in ("local", "bedrock"):
-        raise ValueError(f"{ENGINE_ENV.format(agent=agent.upper())}={env!r}: expected 'local' or 'bedrock'")
-    return env
+    """Engine of an agent: env RETAIL_DAGSTER_<AGENT>_ENGINE, else the resource's `engines`, else "local"."""
+    _agent_class(agent)
+    name = ENGINE_ENV.format(agent=agent.upper())
+    env = os.environ.get(name, "").strip().lower()
+    if env:
+        if env not in ("local", "bedrock"):
+            raise ValueError(f"{name}={os.environ[name]!r}: expected 'local' or 'bedrock'")
+        return env
+    return resource.engines.get(agent, "local") if resource is not None else "local"

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..core.contracts import validate_tables
-from ..core.demo import write_demo_streaming
+from ..core.demo import DemoSize
 from ..core.loading import find_table_files, load_tables
 
 HISTORY_DAYS = 460
@@ -23,16 +23,17 @@ _CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
 _LOCK = threading.Lock()
 
 
-def ensure_demo_data(path: str, n_skus: int = 200, n_stores: int = 6, n_warehouses: int = 1, n_days: int = 730,
-                     seed: int = 7, end_date: str | None = None) -> str:
+def ensure_demo_data(path: str, n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
+                     n_warehouses: int = DemoSize.n_warehouses, n_days: int = DemoSize.n_days,
+                     seed: int = DemoSize.seed, end_date: str | None = None) -> str:
     """Generate the demo set into `path` unless a set made with the same parameters is already there."""
-    from ..core.demo import DEFAULT_END_DATE
-
-    end_date = end_date or DEFAULT_END_DATE
+    end_date = end_date or DemoSize.end_date
     stamp = f"skus={n_skus} stores={n_stores} warehouses={n_warehouses} days={n_days} seed={seed} end={end_date}"
     stamp_file = os.path.join(path, "DEMO_PARAMS")
     if os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp:
         return path
+    from ..core.demo import write_demo_streaming
+
     write_demo_streaming(path, n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days,
                          seed=seed, end_date=end_date)
     tmp = stamp_file + ".tmp"
@@ -48,11 +49,11 @@ class DataSourceResource(dg.ConfigurableResource):
     kind: str = Field(default="demo", description="demo | files | m5")
     path: str = Field(default="data/demo", description="folder or s3://bucket/prefix holding the tables")
     endpoint_url: Optional[str] = Field(default=None, description="S3 endpoint (moto/MinIO); None = AWS default")
-    demo_skus: int = Field(default=200, description="demo: number of SKUs")
-    demo_stores: int = Field(default=6, description="demo: number of stores")
-    demo_warehouses: int = Field(default=1, description="demo: number of warehouses")
-    demo_days: int = Field(default=730, description="demo: days of history")
-    demo_seed: int = Field(default=7, description="demo: random seed")
+    demo_skus: int = Field(default=DemoSize.n_skus, description="demo: number of SKUs")
+    demo_stores: int = Field(default=DemoSize.n_stores, description="demo: number of stores")
+    demo_warehouses: int = Field(default=DemoSize.n_warehouses, description="demo: number of warehouses")
+    demo_days: int = Field(default=DemoSize.n_days, description="demo: days of history")
+    demo_seed: int = Field(default=DemoSize.seed, description="demo: random seed")
     demo_end_date: Optional[str] = Field(default=None, description="demo: last observed day (default fixed)")
     history_days: int = Field(
         default=HISTORY_DAYS,
@@ -76,7 +77,7 @@ class DataSourceResource(dg.ConfigurableResource):
                 self.demo_stores, self.demo_warehouses, self.demo_days, self.demo_seed, self.demo_end_date, stamp)
 
     def _s3_stamp(self) -> tuple:
-        from ..core.loading import split_s3
+        from ..core.storage import split_s3
 
         bucket, prefix = split_s3(self.path)
         pages = self._s3_client().get_paginator("list_objects_v2").paginate(
@@ -91,28 +92,30 @@ class DataSourceResource(dg.ConfigurableResource):
     def _s3_client(self):
         if not self.path.startswith("s3://"):
             return None
-        from ..core.loading import make_s3_client
+        from ..core.storage import make_s3_client
 
         return make_s3_client(self.endpoint_url)
 
-    def load(self, sku_group: Optional[str] = None, since=None) -> dict[str, pd.DataFrame]:
+    def load(self, sku_group: Optional[str] = None, since=None, until=None) -> dict[str, pd.DataFrame]:
         """Input tables, validated, cached per process: all of them, or with `sku_group` only that group's rows of
-        the SKU-keyed fact tables, and with `since` only rows dated from then on (what a partition needs; far
-        less time and memory on a large catalog)."""
-        key = self._key() + (sku_group, str(since))
+        the SKU-keyed fact tables, with `since` only rows dated from then on and with `until` only rows dated
+        before it (what a partition needs: Parquet files are read with those filters, so far less time and memory
+        on a large catalog)."""
+        key = self._key() + (sku_group, str(since), str(until))
         with _LOCK:
             if key not in _CACHE:
                 _CACHE.clear()  # one data set (or group slice) per process; keeps memory bounded
-                _CACHE[key] = self._load_uncached(sku_group, since)
+                _CACHE[key] = self._load_uncached(sku_group, since, until)
             return _CACHE[key]
 
-    def _load_uncached(self, sku_group: Optional[str] = None, since=None) -> dict[str, pd.DataFrame]:
+    def _load_uncached(self, sku_group: Optional[str] = None, since=None, until=None) -> dict[str, pd.DataFrame]:
         if self.kind == "demo":
             ensure_demo_data(self.path, self.demo_skus, self.demo_stores, self.demo_warehouses, self.demo_days,
                              self.demo_seed, self.demo_end_date)
-            return load_tables(self.path, sku_group=sku_group, since=since)
+            return load_tables(self.path, sku_group=sku_group, since=since, until=until)
         if self.kind == "files":
-            return load_tables(self.path, s3_client=self._s3_client(), sku_group=sku_group, since=since)
+            return load_tables(self.path, s3_client=self._s3_client(), sku_group=sku_group, since=since,
+                               until=until)
         if self.kind == "m5":
             from ..core.m5 import load_m5
 

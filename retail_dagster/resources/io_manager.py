@@ -21,11 +21,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
 import pandas as pd
-from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from ..core.files import TMP_PREFIX, atomic_write_local  # noqa: F401  (TMP_PREFIX: part of the layout docs)
-from ..core.loading import is_s3, make_s3_client, split_s3
+from ..core import storage
+from ..core.paths import check_segment
+from ..core.storage import is_s3
 
 PARQUET, JSON = ".parquet", ".json"
 # the decisions of one day, in pipeline order: published together, never mixed across runs
@@ -33,14 +34,6 @@ DAY_ASSETS = ("demand_forecast", "price_recommendations", "transfer_plan")
 STAGING, PUBLISHED, SUPERSEDED = ".runs", "_published", ".superseded"
 # Output metadata an asset sets to False when one of its blocking checks failed: nothing of the run is published
 BLOCKING_CHECKS_PASSED = "blocking_checks_passed"
-
-
-def _check_segment(segment: str, what: str) -> str:
-    """A path segment taken from a partition key or asset name; refuse ones that would escape the layout."""
-    segment = str(segment)
-    if not segment or segment in (".", "..") or "/" in segment or "\\" in segment or "\x00" in segment:
-        raise ValueError(f"{what} {segment!r} cannot be used as a file name (empty, '.', '..' or contains a slash)")
-    return segment
 
 
 def partition_segments(partition_key: Any, partitions_def: Optional[dg.PartitionsDefinition] = None) -> list[str]:
@@ -56,11 +49,12 @@ def partition_segments(partition_key: Any, partitions_def: Optional[dg.Partition
         values = [dims[d] for d in sorted(dims)]
     elif isinstance(partition_key, Mapping):
         values = [partition_key[d] for d in sorted(partition_key)]
-    elif isinstance(partitions_def, dg.MultiPartitionsDefinition) or (partitions_def is None and "|" in str(partition_key)):
+    elif isinstance(partitions_def, dg.MultiPartitionsDefinition) or (
+            partitions_def is None and "|" in str(partition_key)):
         values = str(partition_key).split("|")
     else:
         values = [str(partition_key)]
-    return [_check_segment(v, "partition key part") for v in values]
+    return [check_segment(v, "partition key part") for v in values]
 
 
 def _asset_segments(asset: Any) -> list[str]:
@@ -70,7 +64,7 @@ def _asset_segments(asset: Any) -> list[str]:
         parts = list(asset)
     else:
         parts = str(asset).split("/")
-    return [_check_segment(p, "asset name") for p in parts]
+    return [check_segment(p, "asset name") for p in parts]
 
 
 def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQUET,
@@ -108,6 +102,80 @@ def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
         f"{type(obj).__name__}. Return a DataFrame, or give this asset another io_manager_key.")
 
 
+class _WrittenFrames:
+    """Frames this process wrote to local files, kept so the run's later steps skip decoding them again.
+
+    A value is served only while its file is the one written (same inode, size and mtime: a rerun or another
+    process that replaced it makes the entry stale), and only frames that come back from Parquet unchanged are
+    kept (default index, str column names, float/int/bool/datetime columns and object columns holding str only),
+    so a step receives exactly what reading the file would give. Each load gets its own deep copy: a step that
+    changes its input cannot change another step's. Bounded by `budget_bytes`, oldest dropped first.
+    """
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self._frames: "collections.OrderedDict[str, tuple[tuple, pd.DataFrame, int]]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _token(path: str) -> Optional[tuple]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    @staticmethod
+    def round_trips(frame: pd.DataFrame) -> bool:
+        index = frame.index
+        if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None):
+            return False
+        if not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
+            return False
+        for col, dtype in frame.dtypes.items():
+            if dtype == object:
+                if len(frame) and pd.api.types.infer_dtype(frame[col], skipna=False) != "string":
+                    return False
+            elif not (dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]"):
+                return False
+        return True
+
+    def put(self, path: str, frame: pd.DataFrame, budget_bytes: int) -> None:
+        if is_s3(path) or budget_bytes <= 0:
+            return
+        size = int(frame.memory_usage(index=False, deep=False).sum())
+        token = self._token(path)
+        if token is None or size > budget_bytes or not self.round_trips(frame):
+            return
+        with self._lock:
+            self._frames.pop(path, None)
+            self._frames[path] = (token, frame.copy(deep=True), size)
+            while sum(v[2] for v in self._frames.values()) > budget_bytes:
+                self._frames.popitem(last=False)
+
+    def get(self, path: str) -> Optional[pd.DataFrame]:
+        with self._lock:
+            entry = self._frames.get(path)
+        if entry is None:
+            return None
+        if self._token(path) != entry[0]:
+            with self._lock:
+                self._frames.pop(path, None)
+            return None
+        return entry[1].copy(deep=True)
+
+    def moved(self, src: str, dst: str) -> None:
+        with self._lock:
+            entry = self._frames.pop(src, None)
+            if entry is not None:
+                self._frames[dst] = entry  # a rename keeps inode, size and mtime
+
+
+_WRITTEN = _WrittenFrames()
+
+
 def _decode(data: bytes, ext: str) -> Any:
     if ext == PARQUET:
         return pd.read_parquet(io.BytesIO(data))
@@ -118,68 +186,51 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores DataFrames as Parquet (dict/list as JSON), one file per asset and partition, locally or on S3."""
 
     base_path: str = Field(default="out", description="local folder, or s3://bucket/prefix, holding asset values")
-    s3: Optional[S3Resource] = Field(
-        default=None,
-        description="S3 client settings (region_name, endpoint_url for moto/MinIO) used when base_path is s3://; "
-                    "None = default AWS chain with AWS_ENDPOINT_URL_S3 / AWS_DEFAULT_REGION from the environment")
+    endpoint_url: Optional[str] = Field(
+        default=None, description="S3 endpoint (moto/MinIO) used when base_path is s3://; None = AWS_ENDPOINT_URL_S3 "
+                                  "or the AWS default")
+    region_name: Optional[str] = Field(default=None, description="S3 region; None = AWS_DEFAULT_REGION or us-east-1")
 
     sse: Optional[str] = Field(default="AES256", description="S3 server-side encryption header of every object "
                                                              "written (as the audit sink): AES256, aws:kms or None")
 
+    memory_cache_mb: int = Field(
+        default=1024, description="frames written by this process (local files) are kept up to this many MB so the "
+                                  "run's later steps skip decoding them again; 0 = always read the file")
+
     _client: Any = PrivateAttr(default=None)
 
-    # ---- storage primitives --------------------------------------------------------------------------------
+    # ---- storage primitives (core/storage.py) --------------------------------------------------------------
     def _s3_client(self) -> Any:
-        # Created on first use, never at import or config time, so the same definitions load without AWS.
-        if self._client is None:
-            self._client = self.s3.get_client() if self.s3 is not None else make_s3_client()
-        return self._client
+        # Created on first S3 use, never at import or config time, so the same definitions load without AWS.
+        if self._client is None and (self.endpoint_url or self.region_name):
+            self._client = storage.make_s3_client(self.endpoint_url, self.region_name)
+        return self._client if self._client is not None else storage.s3_client()
+
+    def _client_for(self, path: str) -> Any:
+        return self._s3_client() if is_s3(path) else None
 
     def _write(self, path: str, data: bytes) -> None:
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            # A single PUT is atomic on S3: readers see the previous object or the whole new one.
-            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data, **self._sse())
-        else:
-            atomic_write_local(path, data)
+        # a single PUT is atomic on S3; locally a temp file renamed over the target
+        storage.write_bytes(path, data, self._client_for(path), extra_args=self._sse())
 
     def _move(self, src: str, dst: str) -> None:
-        if is_s3(src):
-            sb, sk = split_s3(src)
-            db, dk = split_s3(dst)
-            client = self._s3_client()
-            client.copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **self._sse())
-            client.delete_object(Bucket=sb, Key=sk)
-        else:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(src, dst)
+        storage.move(src, dst, self._client_for(src), extra_args=self._sse())
+        _WRITTEN.moved(src, dst)
+
+    def _remember(self, path: str, obj: Any) -> None:
+        if isinstance(obj, pd.DataFrame):
+            _WRITTEN.put(path, obj, self.memory_cache_mb * 2 ** 20)
 
     def _exists(self, path: str) -> bool:
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            try:
-                self._s3_client().head_object(Bucket=bucket, Key=key)
-                return True
-            except Exception:  # 404 (or no access): treat as absent
-                return False
-        return os.path.exists(path)
+        return storage.exists(path, self._client_for(path))
 
     def _sse(self) -> dict:
         return {"ServerSideEncryption": self.sse} if self.sse else {}
 
     def _read(self, path: str) -> Optional[bytes]:
         """Bytes at `path`, or None when there is no such file/object."""
-        if is_s3(path):
-            bucket, key = split_s3(path)
-            client = self._s3_client()
-            try:
-                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except client.exceptions.NoSuchKey:
-                return None
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as fh:
-            return fh.read()
+        return storage.read_bytes(path, self._client_for(path))
 
     # ---- Dagster hooks -------------------------------------------------------------------------------------
     @staticmethod
@@ -211,6 +262,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if asset[-1] in DAY_ASSETS and partition_key is not None and run_id is not None:
             staged = self._staged(run_id, asset, partition_key, ext, partitions_def)
             self._write(staged, data)
+            self._remember(staged, obj)
             passed = context.output_metadata.get(BLOCKING_CHECKS_PASSED, True)
             passed = getattr(passed, "value", passed)
             later = DAY_ASSETS[DAY_ASSETS.index(asset[-1]) + 1:]
@@ -224,14 +276,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     "not published: a blocking check failed; the previous complete day stays in place")
         else:
             self._write(path, data)
+            self._remember(path, obj)
         if rows is not None:
             metadata["rows"] = rows
         context.add_output_metadata(metadata)
 
     # ---- one day, published whole ------------------------------------------------------------------------
     def _staged(self, run_id: str, asset: Sequence[str], partition_key: Any, ext: str, partitions_def) -> str:
-        base = (self.base_path.rstrip("/") + "/" + STAGING + "/" + _check_segment(run_id, "run id")) \
-            if is_s3(self.base_path) else os.path.join(self.base_path, STAGING, _check_segment(run_id, "run id"))
+        base = (self.base_path.rstrip("/") + "/" + STAGING + "/" + check_segment(run_id, "run id")) \
+            if is_s3(self.base_path) else os.path.join(self.base_path, STAGING, check_segment(run_id, "run id"))
         return asset_path(base, asset, partition_key, ext, partitions_def)
 
     def _manifest_path(self, partition_key: Any, partitions_def) -> str:
@@ -268,14 +321,22 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                         json.dumps({"run_id": run_id, "assets": runs}, sort_keys=True).encode("utf-8"))
         return moved
 
-    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def, run_id: Optional[str] = None) -> Any:
+    def _load_one(self, asset: Sequence[str], partition_key: Any, partitions_def,
+                  run_id: Optional[str] = None) -> Any:
         if run_id is not None and asset[-1] in DAY_ASSETS and partition_key is not None:
-            data = self._read(self._staged(run_id, asset, partition_key, PARQUET, partitions_def))
+            staged = self._staged(run_id, asset, partition_key, PARQUET, partitions_def)
+            frame = _WRITTEN.get(staged)
+            if frame is not None:
+                return frame
+            data = self._read(staged)
             if data is not None:  # this run's own, not yet published, decision
                 return _decode(data, PARQUET)
         tried = []
         for ext in (PARQUET, JSON):
             path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
+            frame = _WRITTEN.get(path) if ext == PARQUET else None
+            if frame is not None:  # written by this process moments ago: the same frame, not decoded again
+                return frame
             data = self._read(path)
             if data is not None:
                 return _decode(data, ext)
@@ -343,4 +404,5 @@ def partition_columns(partition_key: Any, partitions_def: Optional[dg.Partitions
     return {"partition": str(partition_key)}
 
 
-__all__ = ["ParquetIOManager", "DAY_ASSETS", "BLOCKING_CHECKS_PASSED", "asset_path", "atomic_write_local", "partition_segments", "partition_columns"]
+__all__ = ["ParquetIOManager", "DAY_ASSETS", "BLOCKING_CHECKS_PASSED", "asset_path", "atomic_write_local",
+           "partition_segments", "partition_columns"]

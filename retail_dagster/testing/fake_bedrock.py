@@ -220,7 +220,8 @@ class FakeBedrock:
 
     def _send_error(self, h, err: FakeError) -> None:
         status = err.status or ERROR_STATUS.get(err.code, 400)
-        self._send_json(h, status, {"message": err.message}, {"x-amzn-ErrorType": f"{err.code}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+        error_type = f"{err.code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+        self._send_json(h, status, {"message": err.message}, {"x-amzn-ErrorType": error_type})
 
     @staticmethod
     def _send_json(h, status: int, payload: dict, headers: Optional[dict] = None) -> None:

@@ -1,0 +1,129 @@
+"""The fast input path gives exactly what the plain one gave: storage helper, filtered reads, validation on
+dictionary codes, duplicate keys, partition setup without fact tables, planning inputs of a loaded slice."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retail_dagster.core import storage
+from retail_dagster.core.asof import GROUP_ATTR, planning_inputs
+from retail_dagster.core.contracts import ContractError, _duplicated, validate_table
+from retail_dagster.core.loading import first_sales_date, load_tables, read_groups
+
+DATE = pd.Timestamp("2026-11-25")
+
+
+# ---- storage.py ---------------------------------------------------------------------------------------------------
+def _exercise_storage(root: str, client=None):
+    a, b = storage.join(root, "x/a.bin"), storage.join(root, "x/b.bin")
+    assert storage.read_bytes(a, client) is None and not storage.exists(a, client)
+    storage.write_bytes(a, b"one", client)
+    storage.write_bytes(a, b"two", client)  # replaces
+    assert storage.read_bytes(a, client) == b"two" and storage.exists(a, client)
+    with pytest.raises(FileExistsError):
+        storage.write_bytes(a, b"three", client, create_only=True)
+    storage.write_bytes(b, b"new", client, create_only=True)
+    storage.write_bytes(storage.join(root, "x/sub/c.bin"), b"c", client)
+    assert storage.list_names(storage.join(root, "x"), client) == ["a.bin", "b.bin"]
+    assert storage.list_names(storage.join(root, "x"), client, dirs=True) == ["sub"]
+    assert storage.list_names(storage.join(root, "nothing"), client) == []
+    storage.move(b, storage.join(root, "y/b.bin"), client)
+    assert not storage.exists(b, client) and storage.read_bytes(storage.join(root, "y/b.bin"), client) == b"new"
+
+
+def test_storage_local(tmp_path):
+    _exercise_storage(str(tmp_path))
+    leftovers = [f for _, _, files in os.walk(tmp_path) for f in files if f.startswith(".tmp-")]
+    assert not leftovers
+
+
+def test_storage_s3(moto_server, s3_client, s3_bucket):
+    _exercise_storage(f"s3://{s3_bucket}/root", s3_client)
+    assert storage.split_s3(f"s3://{s3_bucket}/root/x/a.bin") == (s3_bucket, "root/x/a.bin")
+
+
+# ---- duplicate keys on packed codes -------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_duplicated_matches_pandas(seed):
+    rng = np.random.default_rng(seed)
+    n = 4000
+    frame = pd.DataFrame({
+        "date": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 30, n), unit="D"),
+        "sku_id": pd.Categorical(rng.choice(["a", "b", "c", None], n)),
+        "location_id": rng.choice(["S1", "S2", "W1"], n).astype(object),
+        "x": rng.integers(0, 3, n).astype(float),
+    })
+    frame.loc[rng.integers(0, n, 20), "x"] = np.nan
+    for key in (["date", "sku_id", "location_id"], ["sku_id", "x"], ["date"]):
+        np.testing.assert_array_equal(_duplicated(frame, key), frame.duplicated(key, keep=False).to_numpy())
+    frame.loc[3, "date"] = pd.NaT  # NaT and times of day take the general path
+    np.testing.assert_array_equal(_duplicated(frame, ["date", "sku_id"]),
+                                  frame.duplicated(["date", "sku_id"], keep=False).to_numpy())
+
+
+# ---- validation of dictionary (categorical) columns ---------------------------------------------------------------
+def test_categorical_ids_validate_to_the_same_frame_and_problems(demo_tables):
+    sales = demo_tables["sales"].head(3000).copy()
+    as_cat = sales.astype({"sku_id": "category", "location_id": "category"})
+    plain, _ = validate_table("sales", sales)
+    fast, _ = validate_table("sales", as_cat)
+    pd.testing.assert_frame_equal(fast, plain)
+    assert fast["sku_id"].dtype == object and isinstance(fast["sku_id"].iloc[0], str)
+    bad = as_cat.copy()
+    bad.loc[7, "units"] = -2.0
+    bad.loc[9, "sku_id"] = np.nan
+    keys = {("catalog", "sku_id"): pd.Index(demo_tables["catalog"]["sku_id"])}
+    with pytest.raises(ContractError) as fast_err:
+        validate_table("sales", bad, "sales.parquet", known_keys=keys)
+    plain_bad = bad.astype({"sku_id": object, "location_id": object})
+    with pytest.raises(ContractError) as plain_err:
+        validate_table("sales", plain_bad, "sales.parquet", known_keys=keys)
+    assert str(fast_err.value) == str(plain_err.value)
+    assert "column 'units'" in str(fast_err.value) and "'row': 7" in str(fast_err.value)
+
+
+# ---- filtered reads ------------------------------------------------------------------------------------------------
+def _as_dictionary_files(src: str, dst: str) -> str:
+    """The same tables with text id columns written as Parquet dictionary columns (as the streaming demo writes)."""
+    os.makedirs(dst, exist_ok=True)
+    for name in os.listdir(src):
+        if name.endswith(".parquet"):
+            frame = pd.read_parquet(os.path.join(src, name))
+            ids = [c for c in ("sku_id", "location_id", "sku_group", "category", "region") if c in frame.columns]
+            frame.astype({c: "category" for c in ids}).to_parquet(os.path.join(dst, name), index=False)
+    return dst
+
+
+@pytest.mark.parametrize("layout", ["plain", "dictionary"])
+def test_group_slice_read_equals_the_slice_of_the_whole(demo_path, demo_tables, tmp_path, layout):
+    path = demo_path if layout == "plain" else _as_dictionary_files(demo_path, str(tmp_path / "dict"))
+    date = demo_tables["sales"]["date"].max() + pd.Timedelta(days=1) - pd.Timedelta(days=30)
+    group = sorted(demo_tables["catalog"]["sku_group"].unique())[1]
+    since, until = date - pd.Timedelta(days=120), date + pd.Timedelta(days=14)
+    sliced = load_tables(path, sku_group=group, since=since, until=until)
+    assert sliced["sales"].attrs.get(GROUP_ATTR) == group
+    assert sliced["sales"]["date"].between(since, until - pd.Timedelta(days=1)).all()
+    fast = planning_inputs(sliced, date, group, history_days=120)
+    whole = planning_inputs(load_tables(path), date, group, history_days=120)
+    for name in ("sales", "inventory_history", "inventory_snapshot", "promotions", "catalog", "events", "weather",
+                 "traffic", "locations", "lanes"):
+        got, want = getattr(fast, name), getattr(whole, name)
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
+        assert not got.attrs
+    assert fast.notes == whole.notes
+
+
+def test_partition_setup_reads_no_fact_table(demo_path, demo_tables, monkeypatch):
+    from retail_dagster.core import loading
+
+    read = []
+    real = loading.read_raw_table
+    monkeypatch.setattr(loading, "read_raw_table", lambda file, *a, **k: read.append(os.path.basename(file))
+                        or real(file, *a, **k))
+    assert read_groups(demo_path) == sorted(demo_tables["catalog"]["sku_group"].unique())
+    assert first_sales_date(demo_path) == demo_tables["sales"]["date"].min()
+    assert read == ["catalog.parquet"]  # the first sales date comes from the Parquet footer's statistics
