@@ -23,6 +23,7 @@ demo: setup
 	$(BIN)/retail-dagster run
 
 test: setup-dev e2e-deps pg-deps
+	$(BIN)/flake8 retail_dagster retail_dagster_tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: setup-dev

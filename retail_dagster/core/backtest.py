@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from .asof import HORIZON_DAYS
 from .forecasting import ForecastSettings, forecast_for_date
 from .metrics import bias, coverage, naive_scales, scaled_errors, wape
 
@@ -22,7 +23,8 @@ ENSEMBLE_MEMBERS = ("AutoETS", "WindowAverage")
 KEY = ["cutoff", "sku_id", "location_id", "target_date"]
 
 
-def cutoff_dates(sales: pd.DataFrame, horizon: int = 14, cutoffs: int = 3, step_days: int = 14) -> list[pd.Timestamp]:
+def cutoff_dates(sales: pd.DataFrame, horizon: int = HORIZON_DAYS, cutoffs: int = 3,
+                 step_days: int = 14) -> list[pd.Timestamp]:
     """Planning dates whose whole horizon has actuals, latest last: last+1-horizon, then step_days apart back."""
     last = pd.Timestamp(sales["date"].max())
     first = last + pd.Timedelta(days=1 - horizon)
@@ -125,7 +127,7 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
     return out
 
 
-def run_backtest(tables: dict, horizon: int = 14, cutoffs: int = 3, step_days: int = 14,
+def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, step_days: int = 14,
                  baseline_sample: int | None = None, settings: ForecastSettings | None = None,
                  groups: list[str] | None = None, baselines: list[str] | tuple[str, ...] = BASELINES,
                  cache_dir: str | None = None, return_frames: bool = False) -> dict:
@@ -245,7 +247,7 @@ def format_backtest(result: dict) -> str:
     return "\n".join(lines)
 
 
-def backtest_main(path: str | None = None, m5: str | None = None, horizon: int = 14, cutoffs: int = 3,
+def backtest_main(path: str | None = None, m5: str | None = None, horizon: int = HORIZON_DAYS, cutoffs: int = 3,
                   step_days: int = 14, baseline_sample: int | None = None, m5_stores: list[str] | None = None,
                   m5_max_items: int | None = None, settings: ForecastSettings | None = None) -> dict:
     """Load a data set (a folder of tables, the M5 files, or the default demo), run the backtest, print a table

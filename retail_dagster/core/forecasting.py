@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .asof import PlanningInputs, planning_inputs
+from .asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from .files import atomic_write_local
 
 ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall on a fixed weekly grid
@@ -50,7 +50,7 @@ def _default_lgbm_params() -> dict:
 class ForecastSettings:
     """Settings of the demand forecast engine (all have defaults)."""
 
-    horizon_days: int = 14  # target dates D..D+horizon-1
+    horizon_days: int = HORIZON_DAYS  # target dates D..D+horizon-1
     retrain_every_days: int = 7  # anchors every N days from 2000-01-03; a model serves its anchor..anchor+N-1
     train_window_days: int = 364  # days of history the model is trained on (before the calibration holdout)
     calibration_days: int = 14  # holdout right before the anchor: quantile calibration and model choice
@@ -89,7 +89,7 @@ ForecastInputs = PlanningInputs
 
 
 def forecast_inputs(tables: dict[str, pd.DataFrame], date, sku_group: str | None,
-                    horizon_days: int = 14) -> PlanningInputs:
+                    horizon_days: int = HORIZON_DAYS) -> PlanningInputs:
     """The as-of inputs for planning `date`: nothing dated >= D except the calendars."""
     return planning_inputs(tables, date, sku_group, horizon_days)
 
