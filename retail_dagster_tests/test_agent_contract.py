@@ -135,6 +135,10 @@ class ReorderAlertAgent(Agent):
 
 @pytest.fixture
 def toy_registered():
+    # the module-level definitions are built from the registry when first imported: build them before the toy
+    # joins, so no later test sees it
+    import retail_dagster.definitions  # noqa: F401
+
     registry.register(ReorderAlertAgent)
     try:
         yield ReorderAlertAgent

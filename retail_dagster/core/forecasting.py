@@ -40,7 +40,7 @@ INTERMITTENT_MODELS = {
 
 def _default_lgbm_params() -> dict:
     return {
-        "n_estimators": 175, "learning_rate": 0.1, "num_leaves": 63, "min_child_samples": 50,
+        "n_estimators": 350, "learning_rate": 0.05, "num_leaves": 63, "min_child_samples": 50,
         "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
         "tweedie_variance_power": 1.2, "max_bin": 127,
     }
@@ -62,6 +62,9 @@ class ForecastSettings:
     quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
     target_coverage: float = 0.8  # p10..p90 coverage the dispersion is calibrated to on the holdout
     use_intermittent_models: bool = True  # let statsforecast models win the intermittent segment on the holdout
+    # ... only by this share of the global model's intermittent holdout WAPE: a near-tie keeps the global model, so a
+    # small edit of the history (a capped outlier, one more week) does not flip a whole segment's model
+    intermittent_margin: float = 0.02
     drop_stockout_days: bool = True  # drop stocked-out (censored) days from training; impute them in the lags
     max_event_types: int = 8  # one feature per most frequent event type
     price_response: bool = True  # de-price the history with fitted elasticities, re-price at the planned price
@@ -666,6 +669,10 @@ class DemandForecaster:
             cands = [n for n in report if report[n]["wape_intermittent"] is not None]
             if cands:
                 best = min(cands, key=lambda n: (report[n]["wape_intermittent"], n != main))
+                base = report.get(main, {}).get("wape_intermittent")
+                if best != main and base is not None and \
+                        report[best]["wape_intermittent"] > base * (1 - st.intermittent_margin):
+                    best = main
         self.intermittent_model = best
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
