@@ -1,0 +1,109 @@
+"""Engine vs the backtest's baselines on many cutoffs, with the baseline forecasts cached on disk per cutoff, so a
+change of the engine costs only the engine's time (AutoETS on 600 series x 12 cutoffs is slow and does not change).
+Same scoring as `retail-dagster backtest` (core.backtest._scores).
+
+    python benchmarks/window_bench.py m5:dev4 m5:wide12 demo:dev4
+    FS='{"intermittent_margin": 0}' python benchmarks/window_bench.py m5:dev4     # ForecastSettings overrides
+
+dev4: the backtest's 4 cutoffs 14 days apart before the data's end; wide12: 12 cutoffs 15 days apart. Env:
+RETAIL_DAGSTER_M5 (default ../shared/data/m5_dev), RETAIL_DAGSTER_BENCH_CACHE (default /tmp/retail_dagster_bench).
+Prints one line per window and a last line of JSON.
+"""
+
+import json
+import os
+import pickle
+import sys
+import time
+
+import pandas as pd
+
+from retail_dagster.core import backtest as bt
+from retail_dagster.core.forecasting import ForecastSettings, forecast_inputs, load_or_train
+
+CACHE = os.environ.get("RETAIL_DAGSTER_BENCH_CACHE", "/tmp/retail_dagster_bench")
+M5 = os.environ.get("RETAIL_DAGSTER_M5",
+                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "m5_dev"))
+BASELINES = ("SeasonalNaive", "WindowAverage", "AutoETS")
+
+
+def _cached(path: str, build):
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    value = build()
+    with open(path, "wb") as fh:
+        pickle.dump(value, fh)
+    return value
+
+
+def tables(name: str) -> dict:
+    if name == "m5":
+        from retail_dagster.core.m5 import load_m5
+
+        return _cached(os.path.join(CACHE, "m5.pkl"), lambda: load_m5(M5))
+    from retail_dagster.core.contracts import validate_tables
+    from retail_dagster.core.demo import generate_demo
+
+    return _cached(os.path.join(CACHE, "demo.pkl"), lambda: validate_tables(generate_demo().tables))
+
+
+def cutoffs(t: dict, which: str) -> list[pd.Timestamp]:
+    first = t["sales"]["date"].max() + pd.Timedelta(days=1 - 14)
+    step, n = {"dev4": (14, 4), "wide12": (15, 12)}[which]
+    return [first - pd.Timedelta(days=step * k) for k in range(n)][::-1]
+
+
+def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd.DataFrame:
+    """The baselines' forecasts and each series' naive scale (MASE/RMSSE), cached per data set and cutoff."""
+    base = _cached(os.path.join(CACHE, f"base_{name}_{cut:%Y%m%d}.pkl"),
+                   lambda: bt._baseline_forecasts(t, cut, series, 14, BASELINES)[0])
+
+    def croston():
+        bf = bt._baseline_forecasts(t, cut, series, 14, ("CrostonSBA",))[0]
+        return bf.merge(bt.series_scales(t, cut, series), on=["sku_id", "location_id"], how="left")
+    cro = _cached(os.path.join(CACHE, f"cro_{name}_{cut:%Y%m%d}.pkl"), croston)
+    return base.merge(cro, on=["sku_id", "location_id", "target_date"])
+
+
+def run(name: str, which: str, settings: ForecastSettings) -> dict:
+    t = tables(name)
+    rows, cpu = [], 0.0
+    for cut in cutoffs(t, which):
+        frames = []
+        for g in sorted(t["catalog"]["sku_group"].unique()):
+            c0 = time.process_time()
+            model, _, _ = load_or_train(t, cut, g, settings, None)
+            frames.append(model.predict(forecast_inputs(t, cut, g, 14)))
+            cpu += time.process_time() - c0
+        fc = pd.concat(frames, ignore_index=True).assign(cutoff=cut)
+        series = fc[["sku_id", "location_id"]].drop_duplicates().reset_index(drop=True)
+        rows.append(fc.merge(baselines(t, name, cut, series).assign(cutoff=cut), on=bt.KEY, how="inner"))
+    m = pd.concat(rows, ignore_index=True)
+    act = t["sales"][["date", "sku_id", "location_id", "units"]].rename(columns={"date": "target_date"})
+    m = m.merge(act, on=["sku_id", "location_id", "target_date"], how="left")
+    m["units"] = m["units"].fillna(0.0)
+    m["in_stock"] = True
+    m["StatEnsemble"] = (m["AutoETS"].clip(0) + m["WindowAverage"]) / 2
+    out = {"engine": bt._scores(m, "p50", "p10", "p90", mean="mean") | {"cpu_seconds": round(cpu, 1)}}
+    for b in ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"):
+        out[b] = bt._scores(m, b, None, None)
+    e = out["engine"]
+    bd = min(out[b]["wape_daily"] for b in out if b != "engine")
+    b14 = min(out[b]["wape_14d"] for b in out if b != "engine")
+    print(f"{name} {which}: engine day {e['wape_daily']:.4f} 14d {e['wape_14d']:.4f} bias {e['bias']:+.4f} "
+          f"cov {e['coverage_p10_p90']:.3f} rmsse {e['rmsse']:.4f} | best baseline day {bd:.4f} 14d {b14:.4f} | "
+          f"lead day {100 * (1 - e['wape_daily'] / bd):+.1f}% 14d {100 * (1 - e['wape_14d'] / b14):+.1f}% | "
+          f"engine {cpu:.1f} CPU s", flush=True)
+    return out
+
+
+def main() -> None:
+    os.makedirs(CACHE, exist_ok=True)
+    settings = ForecastSettings(**json.loads(os.environ.get("FS", "{}")))
+    results = {spec: run(*spec.split(":"), settings) for spec in (sys.argv[1:] or ["m5:dev4"])}
+    print(json.dumps(results, default=float))
+
+
+if __name__ == "__main__":
+    main()
