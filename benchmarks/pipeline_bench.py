@@ -29,6 +29,16 @@ from collections import defaultdict
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+def workdir_env(work: str, args) -> dict[str, str]:
+    """The settings of a benchmark run in `work`: the demo of the given size generated into work/data, outputs in
+    work/out, cached models in work/models (profile_run.py uses the same layout)."""
+    return dict(RETAIL_DAGSTER_SOURCE="demo", RETAIL_DAGSTER_DATA=os.path.join(work, "data"),
+                RETAIL_DAGSTER_OUT=os.path.join(work, "out"), RETAIL_DAGSTER_MODEL_CACHE=os.path.join(work, "models"),
+                RETAIL_DAGSTER_DEMO_SKUS=str(args.skus), RETAIL_DAGSTER_DEMO_STORES=str(args.stores),
+                RETAIL_DAGSTER_DEMO_WAREHOUSES=str(args.warehouses), RETAIL_DAGSTER_DEMO_DAYS=str(args.days),
+                RETAIL_DAGSTER_DEMO_SEED=str(args.seed))
+
+
 def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1) -> tuple[float, dict, bool, float]:
     """Run each group in its own process, at most `concurrency` at once; (wall seconds, per-step seconds summed
     over the groups, success, seconds of the runs' processes outside their steps summed over the groups)."""
@@ -84,12 +94,7 @@ def main() -> int:
 
     work = args.workdir or tempfile.mkdtemp(prefix="pipeline_bench_")
     data = os.path.join(work, "data")
-    env = dict(os.environ)
-    env.update(RETAIL_DAGSTER_SOURCE="demo", RETAIL_DAGSTER_DATA=data, RETAIL_DAGSTER_OUT=os.path.join(work, "out"),
-               RETAIL_DAGSTER_MODEL_CACHE=os.path.join(work, "models"),
-               RETAIL_DAGSTER_DEMO_SKUS=str(args.skus), RETAIL_DAGSTER_DEMO_STORES=str(args.stores),
-               RETAIL_DAGSTER_DEMO_WAREHOUSES=str(args.warehouses), RETAIL_DAGSTER_DEMO_DAYS=str(args.days),
-               RETAIL_DAGSTER_DEMO_SEED=str(args.seed))
+    env = {**os.environ, **workdir_env(work, args)}
     env.pop("DAGSTER_HOME", None)
     os.environ.update(env)
     from retail_dagster.cli import latest_plannable_date

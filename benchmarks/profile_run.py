@@ -19,6 +19,8 @@ import pstats
 import sys
 import time
 
+from pipeline_bench import workdir_env  # the same workdir layout (benchmarks/ is on the path)
+
 OUTSIDE = cProfile.Profile()
 OUTSIDE.enable()
 
@@ -71,12 +73,7 @@ def main() -> int:
     args = ap.parse_args()
 
     work = os.path.abspath(args.workdir)
-    os.environ.update(RETAIL_DAGSTER_SOURCE="demo", RETAIL_DAGSTER_DATA=os.path.join(work, "data"),
-                      RETAIL_DAGSTER_OUT=os.path.join(work, "out"),
-                      RETAIL_DAGSTER_MODEL_CACHE=os.path.join(work, "models"),
-                      RETAIL_DAGSTER_DEMO_SKUS=str(args.skus), RETAIL_DAGSTER_DEMO_STORES=str(args.stores),
-                      RETAIL_DAGSTER_DEMO_WAREHOUSES=str(args.warehouses), RETAIL_DAGSTER_DEMO_DAYS=str(args.days),
-                      RETAIL_DAGSTER_DEMO_SEED=str(args.seed))
+    os.environ.update(workdir_env(work, args))
     os.environ.pop("DAGSTER_HOME", None)
     t0 = time.perf_counter()
     profiles: dict[str, cProfile.Profile] = {}

@@ -51,11 +51,6 @@ class Decision:
     def records(self) -> pd.DataFrame:
         return self.frame if self.audit_records is None else self.audit_records
 
-    def blocking_checks_passed(self, specs) -> bool:
-        """Whether every blocking check of `specs` passed (a missing result counts as failed)."""
-        results = {r.check_name: r.passed for r in self.checks}
-        return all(results.get(s.name, False) for s in specs if s.blocking)
-
 
 def engine_label(frame: pd.DataFrame, default: str = "local") -> str:
     """The engines that made a frame's rows, for the audit: 'bedrock', 'local', 'bedrock,local_fallback', ..."""

@@ -20,7 +20,7 @@ from ..core.costs import empty_usage
 from ..core.fingerprint import window_fingerprint
 from ..core.forecasting import LOOKBACK_DAYS, ForecastSettings, active_series, anchor_date, forecast_for_date
 from ..core.plausibility import OutlierSettings, cap_outliers, describe_outliers, explained_days
-from ..core.plots import forecast_band_png, png_markdown
+from ..core.plots import forecast_band_png, png_markdown, top_series
 from ..display import engine_counts, md_table, num
 from .base import Agent, Decision, engine_label
 from .sensing_llm import sense_demand, sensing_context
@@ -223,7 +223,6 @@ def forecast_metadata(forecast: pd.DataFrame, inputs: PlanningInputs, summary: F
     movers = per_series.merge(last[["sku_id", "location_id", "last_28d_per_14d"]], how="left").fillna(0)
     movers["change"] = movers["forecast_14d"] - movers["last_28d_per_14d"]
     movers = movers.reindex(movers["change"].abs().sort_values(ascending=False).index)
-    top = per_series.nlargest(3, "forecast_14d")
     meta = {
         "rows": dg.MetadataValue.int(len(forecast)),
         "series": dg.MetadataValue.int(int(len(per_series))),
@@ -242,8 +241,9 @@ def forecast_metadata(forecast: pd.DataFrame, inputs: PlanningInputs, summary: F
         meta["holdout_wape"] = num(float(summary.engine_holdout_wape))
     if summary.seasonal_naive_holdout_wape is not None:
         meta["holdout_wape_seasonal_naive"] = num(float(summary.seasonal_naive_holdout_wape))
-    if len(top) and env_settings.metadata_charts():
-        png = forecast_band_png(inputs.sales, forecast, list(zip(top["sku_id"], top["location_id"])))
+    top = top_series(forecast, 3) if env_settings.metadata_charts() else []
+    if top:
+        png = forecast_band_png(inputs.sales, forecast, top)
         meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
     return meta
 
