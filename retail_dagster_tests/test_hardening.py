@@ -612,12 +612,15 @@ def test_multiprocess_runs_publish_the_day_at_the_last_decision_step(demo_path, 
 
     script = tmp_path / "run_mp.py"
     script.write_text(_MULTIPROCESS_RUN)
+    # the tests package is not installed: the script and the step processes it starts import it from the checkout
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=demo_path,
                RETAIL_DAGSTER_OUT=str(tmp_path / "out"), RETAIL_DAGSTER_AUDIT=str(tmp_path / "out"),
-               RETAIL_DAGSTER_MODEL_CACHE=str(cache))
+               RETAIL_DAGSTER_MODEL_CACHE=str(cache),
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     env.pop("DAGSTER_HOME", None)
     proc = subprocess.run([sys.executable, str(script), DATE, GROUP], env=env, capture_output=True, text=True,
-                          timeout=900, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          timeout=900, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["success"]
