@@ -5,7 +5,8 @@
 Generates the data set (unless already in --workdir), runs the daily job once to train and cache the forecast
 models (`cold_wall_seconds`), then times the daily run with cached models, the normal daily case. Each SKU group
 runs as its own process (`python -m retail_dagster.cli run --groups G`), as each partition is its own run in a
-deployment: first one after the other (`wall_seconds`), then as a deployment on this machine runs them, at most
+deployment: first one after the other (`wall_seconds`; each run's BLAS/OpenMP threads, LightGBM's included, set to
+the number of cores), then as a deployment on this machine runs them, at most
 `--concurrency` runs at once (default: the number of cores, as the queued run coordinator's
 max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency so runs never oversubscribe the
 cores (`parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
@@ -109,12 +110,14 @@ def main() -> int:
     print(f"data: {args.skus} SKUs x {args.stores} stores + {args.warehouses} warehouses, {args.days} days, "
           f"{len(groups)} groups (generated in {gen_seconds:.1f}s) in {work}; planning {date}")
     cold = None
+    # one run at a time has the machine to itself: every core for its reader, BLAS and LightGBM
+    senv = dict(env, **{v: str(os.cpu_count() or 1) for v in THREAD_VARS})
     if not args.skip_cold:
         print("cold run (trains and caches the models):")
-        cold, _, ok, _ = run_groups(groups, date, env)
+        cold, _, ok, _ = run_groups(groups, date, senv)
         print(f"cold run: {cold:.1f}s success={ok}")
     print("daily run with cached models, one group after the other:")
-    wall, per_step, ok, overhead = run_groups(groups, date, env)
+    wall, per_step, ok, overhead = run_groups(groups, date, senv)
     print(f"daily run: {wall:.1f}s for {len(groups)} groups, success={ok}, outside the steps {overhead:.1f}s")
     for step, sec in sorted(per_step.items(), key=lambda kv: -kv[1]):
         print(f"  {step:<28} {sec:8.1f}s")

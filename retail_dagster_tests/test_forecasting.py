@@ -236,3 +236,27 @@ def test_point_level_is_the_holdout_median(lift, expect):
     model.dispersion[model.settings.model_name] = Dispersion(np.array([0.0]), np.array([phi]))
     model._fit_point_level(model.settings.model_name, mu, y.astype(float))
     assert model.point_level == {model.settings.model_name: expect}
+
+
+def test_threads_follow_the_run_share_and_never_change_the_forecast(demo_tables, plan_date, monkeypatch):
+    """LightGBM threads default to the run's share of the cores (OMP_NUM_THREADS, else 1) at training and at
+    prediction time; deterministic row-wise training gives the same trees, so the same forecast, for any count."""
+    import dataclasses
+
+    group = "household"
+    A = anchor_date(plan_date)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert SETTINGS.threads() == 1 and dataclasses.replace(SETTINGS, num_threads=3).threads() == 3
+    one = train_forecaster(forecast_inputs(demo_tables, A, group), SETTINGS)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert SETTINGS.threads() == 2
+    two = train_forecaster(forecast_inputs(demo_tables, A, group), SETTINGS)
+    assert two.fcst.models_["lgbm"].get_params()["n_jobs"] == 2
+    trees = [m.fcst.models_["lgbm"].booster_.model_to_string().split("\nparameters:")[0] for m in (one, two)]
+    assert trees[0] == trees[1]  # the trees (the parameters section records the thread count)
+    inputs = forecast_inputs(demo_tables, plan_date, group)
+    by_two = one.predict(inputs)  # a model trained on 1 thread predicts on this run's 2
+    assert one.fcst.models_["lgbm"].get_params()["n_jobs"] == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    pd.testing.assert_frame_equal(by_two, two.predict(inputs))
+    pd.testing.assert_frame_equal(by_two, one.predict(inputs))

@@ -75,7 +75,15 @@ class ForecastSettings:
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
     point_levels: tuple[float, ...] = (0.45, 0.5, 0.55)  # NB levels p50 may take: the least holdout error wins
     seed: int = 7
-    num_threads: int = 1  # LightGBM threads: 1 is robust on a shared box (OpenMP spin-waits when oversubscribed)
+    # LightGBM threads; 0: the run's share of the cores (OMP_NUM_THREADS), else 1, which is robust on a shared box
+    # (OpenMP spin-waits when oversubscribed). Deterministic row-wise training gives the same model for any count.
+    num_threads: int = 0
+
+    def threads(self) -> int:
+        """LightGBM threads for this process (num_threads, or the run's share of the cores when 0)."""
+        from .loading import run_threads
+
+        return self.num_threads if self.num_threads > 0 else run_threads(default=1)
 
     def fingerprint(self) -> str:
         """Identifies the settings a cached model was trained with (threads do not change the model)."""
@@ -495,7 +503,7 @@ def _mlforecast(settings: ForecastSettings):
     for k in range(max(settings.lgbm_members, 1)):  # members differ by seed (bagging, feature sampling)
         models["lgbm" if k == 0 else f"lgbm{k}"] = lgb.LGBMRegressor(
             objective=settings.objective, random_state=settings.seed + 101 * k, deterministic=True,
-            force_row_wise=True, n_jobs=settings.num_threads, verbose=-1, **params)
+            force_row_wise=True, n_jobs=settings.threads(), verbose=-1, **params)
     return MLForecast(
         models=models, freq="D", lags=LAGS,
         lag_transforms={1: [RollingMean(7), RollingMean(28), RollingStd(28)]
@@ -709,6 +717,8 @@ class DemandForecaster:
         fut, _ = p.long("future")
         fut = fut.drop(columns=list(p.static))
         if self.fcst is not None and (which is None or st.model_name in which):
+            for m in self.fcst.models_.values():  # this process's share of the cores, not the trainer's
+                m.set_params(n_jobs=st.threads())
             with warnings.catch_warnings():  # short histories leave the longest windows NaN: LightGBM copes
                 warnings.filterwarnings("ignore", message="Found null values", category=UserWarning)
                 pred = self.fcst.predict(h, new_df=hist, X_df=fut)

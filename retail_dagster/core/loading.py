@@ -88,13 +88,26 @@ def _arrow_filter(schema, skus: Optional[list[str]], since, until):
     return expr
 
 
-def reader_threads() -> int:
-    """Threads the Parquet reader may use: the run's share of the cores. Runs sharing a machine set
-    OMP_NUM_THREADS (as pipeline_bench's parallel pass does) so that the reader, BLAS and LightGBM together never
-    oversubscribe the cores; RETAIL_DAGSTER_READER_THREADS overrides it."""
-    value = os.environ.get("RETAIL_DAGSTER_READER_THREADS") or os.environ.get("OMP_NUM_THREADS")
+def run_threads(default: int | None = None) -> int:
+    """The run's share of the machine's cores: OMP_NUM_THREADS when set, else `default` (None: every core).
+
+    Runs sharing a machine set OMP_NUM_THREADS to cores / concurrent runs (as pipeline_bench's parallel pass and
+    the pilot's arms do) so that the Parquet reader, BLAS and LightGBM together never oversubscribe the cores."""
+    value = os.environ.get("OMP_NUM_THREADS")
     try:
-        return max(1, int(value)) if value else (os.cpu_count() or 1)
+        if value:
+            return max(1, int(value))
+    except ValueError:
+        return 1
+    return default if default is not None else (os.cpu_count() or 1)
+
+
+def reader_threads() -> int:
+    """Threads the Parquet reader may use: the run's share of the cores (run_threads);
+    RETAIL_DAGSTER_READER_THREADS overrides it."""
+    value = os.environ.get("RETAIL_DAGSTER_READER_THREADS")
+    try:
+        return max(1, int(value)) if value else run_threads()
     except ValueError:
         return 1
 
@@ -259,5 +272,5 @@ def write_tables(tables: Mapping[str, pd.DataFrame], path: str, s3_client: Any =
     return written
 
 
-__all__ = ["load_tables", "write_tables", "find_table_files", "read_raw_table", "read_groups", "first_sales_date",
-           "ContractError"]
+__all__ = ["run_threads", "load_tables", "write_tables", "find_table_files", "read_raw_table", "read_groups",
+           "first_sales_date", "ContractError"]
