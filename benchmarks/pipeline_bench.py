@@ -12,7 +12,8 @@ max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency 
 cores (`parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
 start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those processes. The last line is
 JSON with skus, stores, wall_seconds, cold_wall_seconds, parallel_wall_seconds, overhead_seconds, peak_rss_gb,
-per_asset_seconds.
+per_asset_seconds, and import_seconds_per_run (a fresh process importing what a run imports: the floor every run
+pays before its first step).
 """
 
 from __future__ import annotations
@@ -80,6 +81,21 @@ def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1) ->
     return time.perf_counter() - t0, dict(per_step), ok, outside
 
 
+# what every run's process imports before it can do any work: the code location, then the steps' libraries
+IMPORTS = "import retail_dagster.definitions, lightgbm, mlforecast, matplotlib.pyplot"
+
+
+def import_floor(env: dict, repeats: int = 3) -> float:
+    """Median wall seconds of a fresh process that only imports what a daily run imports (IMPORTS): the part of
+    every run's time that no change inside the steps can remove."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORTS], env=env, check=True)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--skus", type=int, default=10000)
@@ -130,11 +146,16 @@ def main() -> int:
         ok &= pok
         print(f"parallel daily run: {parallel:.1f}s, success={pok}")
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    imports = import_floor(senv)
+    print(f"imports of one run's process: {imports:.1f}s; for {len(groups)} runs {imports * len(groups):.1f}s "
+          f"one after the other, {imports * len(groups) / max(args.concurrency, 1):.1f}s on {args.concurrency} "
+          f"cores: a floor under wall_seconds and parallel_wall_seconds")
     print(f"peak RSS of a run {rss_gb:.2f} GB")
     print(json.dumps({"skus": args.skus, "stores": args.stores, "wall_seconds": round(wall, 2),
                       "cold_wall_seconds": round(cold, 2) if cold is not None else None,
                       "parallel_wall_seconds": round(parallel, 2) if parallel is not None else None,
                       "overhead_seconds": round(overhead, 2), "concurrency": args.concurrency,
+                      "import_seconds_per_run": round(imports, 2),
                       "data_seconds": round(gen_seconds, 2), "peak_rss_gb": round(rss_gb, 3),
                       "per_asset_seconds": {k: round(v, 2) for k, v in per_step.items()}, "success": ok}))
     return 0 if ok else 1
