@@ -397,6 +397,15 @@ def deployment(tmp_path_factory, moto_server, s3_client):
 
         held = wait_until(tick_done_backfill_queued, PHASE_TIMEOUT_S, "the tick's runs, with the backfill queued", dep)
 
+        # The tick's run workers must be gone, and the code server done with them, before Postgres stops: the code
+        # server's cleanup thread looks each exited worker's run up in the database, and an outage at that moment
+        # ends the thread (Dagster's local run workers), after which no killed run would ever be marked failed.
+        tick_pids = [worker_pid(instance, r.dagster_run.run_id) for r in run_records(instance)
+                     if r.dagster_run.tags.get("dagster/schedule_name") == SCHEDULE]
+        wait_until(lambda: not any(p and os.path.exists(f"/proc/{p}") for p in tick_pids), 120,
+                   "the tick's run workers to exit and be reaped by the code server", dep)
+        time.sleep(2)  # the cleanup thread's database calls for them (it ticks every 0.5 s)
+
         # 2. Postgres stops and comes back while those runs are queued; the daemon must recover (or be restarted
         # by its supervisor) and the webserver reconnect.
         starts_before = dep.daemon_starts

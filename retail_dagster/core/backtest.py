@@ -269,6 +269,10 @@ def backtest_main(path: str | None = None, m5: str | None = None, horizon: int =
         tables, source = validate_tables(generate_demo().tables), "demo (generate_demo defaults)"
     if isinstance(tables, tuple):  # a loader returning (tables, report)
         tables = tables[0]
+    if settings is None:  # a backtest by hand has the machine to itself: LightGBM on every core (same trees)
+        from .loading import run_threads
+
+        settings = ForecastSettings(horizon_days=horizon, num_threads=run_threads())
     result = run_backtest(tables, horizon=horizon, cutoffs=cutoffs, step_days=step_days,
                           baseline_sample=baseline_sample, settings=settings)
     result["source"] = source
