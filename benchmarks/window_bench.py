@@ -19,6 +19,7 @@ import time
 import pandas as pd
 
 from retail_dagster.core import backtest as bt
+from retail_dagster.core.asof import HORIZON_DAYS
 from retail_dagster.core.forecasting import ForecastSettings, forecast_inputs, load_or_train
 
 CACHE = os.environ.get("RETAIL_DAGSTER_BENCH_CACHE", "/tmp/retail_dagster_bench")
@@ -49,18 +50,17 @@ def tables(name: str) -> dict:
 
 
 def cutoffs(t: dict, which: str) -> list[pd.Timestamp]:
-    first = t["sales"]["date"].max() + pd.Timedelta(days=1 - 14)
     step, n = {"dev4": (14, 4), "wide12": (15, 12)}[which]
-    return [first - pd.Timedelta(days=step * k) for k in range(n)][::-1]
+    return bt.cutoff_dates(t["sales"], HORIZON_DAYS, n, step)
 
 
 def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd.DataFrame:
     """The baselines' forecasts and each series' naive scale (MASE/RMSSE), cached per data set and cutoff."""
     base = _cached(os.path.join(CACHE, f"base_{name}_{cut:%Y%m%d}.pkl"),
-                   lambda: bt._baseline_forecasts(t, cut, series, 14, BASELINES)[0])
+                   lambda: bt._baseline_forecasts(t, cut, series, HORIZON_DAYS, BASELINES)[0])
 
     def croston():
-        bf = bt._baseline_forecasts(t, cut, series, 14, ("CrostonSBA",))[0]
+        bf = bt._baseline_forecasts(t, cut, series, HORIZON_DAYS, ("CrostonSBA",))[0]
         return bf.merge(bt.series_scales(t, cut, series), on=["sku_id", "location_id"], how="left")
     cro = _cached(os.path.join(CACHE, f"cro_{name}_{cut:%Y%m%d}.pkl"), croston)
     return base.merge(cro, on=["sku_id", "location_id", "target_date"])
@@ -74,7 +74,7 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
         for g in sorted(t["catalog"]["sku_group"].unique()):
             c0 = time.process_time()
             model, _, _ = load_or_train(t, cut, g, settings, None)
-            frames.append(model.predict(forecast_inputs(t, cut, g, 14)))
+            frames.append(model.predict(forecast_inputs(t, cut, g, HORIZON_DAYS)))
             cpu += time.process_time() - c0
         fc = pd.concat(frames, ignore_index=True).assign(cutoff=cut)
         series = fc[["sku_id", "location_id"]].drop_duplicates().reset_index(drop=True)
@@ -84,7 +84,7 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
     m = m.merge(act, on=["sku_id", "location_id", "target_date"], how="left")
     m["units"] = m["units"].fillna(0.0)
     m["in_stock"] = True
-    m["StatEnsemble"] = (m["AutoETS"].clip(0) + m["WindowAverage"]) / 2
+    m["StatEnsemble"] = bt.stat_ensemble(m)
     out = {"engine": bt._scores(m, "p50", "p10", "p90", mean="mean") | {"cpu_seconds": round(cpu, 1)}}
     for b in ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"):
         out[b] = bt._scores(m, b, None, None)

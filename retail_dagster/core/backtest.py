@@ -31,6 +31,11 @@ def cutoff_dates(sales: pd.DataFrame, horizon: int = HORIZON_DAYS, cutoffs: int 
     return sorted(first - pd.Timedelta(days=k * step_days) for k in range(cutoffs))
 
 
+def stat_ensemble(frame: pd.DataFrame) -> np.ndarray:
+    """The StatEnsemble baseline from a frame holding its members' forecasts: their mean, each floored at 0."""
+    return np.mean([np.maximum(frame[m].to_numpy(float), 0) for m in ENSEMBLE_MEMBERS], axis=0)
+
+
 def _dense_history(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame,
                    history_days: int = 364) -> tuple[np.ndarray, np.ndarray]:
     """(series x history_days) observed units before `cutoff` (0 where no sales row) and each series' first day."""
@@ -86,7 +91,7 @@ def _baseline_forecasts(tables: dict, cutoff: pd.Timestamp, series: pd.DataFrame
         seconds[models[0].alias] = time.perf_counter() - t0
         out = fc if out is None else out.merge(fc, on=["unique_id", "ds"], how="outer")
     if "StatEnsemble" in baselines:
-        out["StatEnsemble"] = np.mean([np.maximum(out[m].to_numpy(float), 0) for m in ENSEMBLE_MEMBERS], axis=0)
+        out["StatEnsemble"] = stat_ensemble(out)
         seconds["StatEnsemble"] = sum(seconds[m] for m in ENSEMBLE_MEMBERS)
     ids = out["unique_id"].to_numpy().astype(int)
     out.insert(0, "sku_id", series["sku_id"].to_numpy()[ids])

@@ -88,28 +88,29 @@ def _arrow_filter(schema, skus: Optional[list[str]], since, until):
     return expr
 
 
+def _env_threads(name: str) -> int | None:
+    """A thread count from environment variable `name`: None when unset or empty, 1 when not a number."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        return 1
+
+
 def run_threads(default: int | None = None) -> int:
     """The run's share of the machine's cores: OMP_NUM_THREADS when set, else `default` (None: every core).
 
     Runs sharing a machine set OMP_NUM_THREADS to cores / concurrent runs (as pipeline_bench's parallel pass and
     the pilot's arms do) so that the Parquet reader, BLAS and LightGBM together never oversubscribe the cores."""
-    value = os.environ.get("OMP_NUM_THREADS")
-    try:
-        if value:
-            return max(1, int(value))
-    except ValueError:
-        return 1
-    return default if default is not None else (os.cpu_count() or 1)
+    return _env_threads("OMP_NUM_THREADS") or (default if default is not None else (os.cpu_count() or 1))
 
 
 def reader_threads() -> int:
     """Threads the Parquet reader may use: the run's share of the cores (run_threads);
     RETAIL_DAGSTER_READER_THREADS overrides it."""
-    value = os.environ.get("RETAIL_DAGSTER_READER_THREADS")
-    try:
-        return max(1, int(value)) if value else run_threads()
-    except ValueError:
-        return 1
+    return _env_threads("RETAIL_DAGSTER_READER_THREADS") or run_threads()
 
 
 def _read_parquet(open_source, columns: Optional[list[str]], skus, since, until) -> tuple[pd.DataFrame, bool]:
