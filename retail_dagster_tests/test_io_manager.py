@@ -181,6 +181,38 @@ def test_fingerprint_deterministic_and_storage_independent(tmp_path):
     assert fingerprints({"a": frame, "b": None}) == {"a": fp}
 
 
+def test_fingerprint_is_one_row_major_digest_and_a_window_hashes_its_rows(monkeypatch):
+    """The blockwise digest is the sha256 of the whole row-major matrix of value hashes, and a window's digest
+    is the filtered frame's: the model and elasticity cache keys do not change with the implementation."""
+    import hashlib
+
+    from retail_dagster.core import fingerprint as fpm
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    frame = pd.DataFrame({"date": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 60, n), unit="D"),
+                          "sku_id": rng.choice(["A", "B", "C"], n), "units": rng.poisson(3, n).astype(float),
+                          "flag": rng.random(n) < 0.5, "extra": [{"k": i % 3} for i in range(n)]})
+    matrix = np.column_stack([pd.util.hash_pandas_object(frame[c] if c != "extra" else frame[c].astype(str),
+                                                         index=False).to_numpy() for c in frame.columns])
+    plain = hashlib.sha256("\x1f".join(f"{c}\x1e{t}" for c, t in zip(frame.columns, frame.dtypes.astype(str)))
+                           .encode())
+    plain.update(f"\x1d{n}\x1d".encode())
+    plain.update(matrix.astype("<u8").tobytes())
+    monkeypatch.setattr(fpm, "_BLOCK_ROWS", 64)  # many blocks, and a short last one
+    assert frame_fingerprint(frame) == plain.hexdigest()
+    start, end = pd.Timestamp("2026-01-20"), pd.Timestamp("2026-02-10")
+    promos = pd.DataFrame({"start_date": pd.to_datetime(["2026-01-01", "2026-02-05", "2026-03-01"]),
+                           "end_date": pd.to_datetime(["2026-01-25", "2026-02-20", "2026-03-05"]), "x": [1, 2, 3]})
+    inside = frame[(frame["date"] >= start) & (frame["date"] < end)]
+    expected = hashlib.sha256(b"s")
+    expected.update(f"\x1ccatalog\x1c{frame_fingerprint(frame[['sku_id']])}".encode())
+    expected.update(f"\x1cpromos\x1c{frame_fingerprint(promos.iloc[:2])}".encode())
+    expected.update(f"\x1csales\x1c{frame_fingerprint(inside)}".encode())
+    tables = {"sales": frame, "promos": promos, "catalog": frame[["sku_id"]], "none": None}
+    assert fpm.window_fingerprint(tables, start, end, "s") == expected.hexdigest()
+
+
 def test_fingerprint_same_in_another_process():
     import subprocess
     import sys

@@ -13,16 +13,38 @@ import numpy as np
 import pandas as pd
 
 
-def _column_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One uint64 per row and column, vectorized by pandas; unhashable cells (dicts, lists) fall back to str."""
-    out = np.empty((len(frame), frame.shape[1]), dtype=np.uint64)
-    for j, name in enumerate(frame.columns):
+_BLOCK_ROWS = 1 << 16  # rows per block fed to sha256: the block's (rows x columns) matrix stays in cache
+
+
+def _hash_column(col: pd.Series) -> np.ndarray:
+    """One uint64 per value, vectorized by pandas; unhashable cells (dicts, lists) fall back to str."""
+    try:
+        return pd.util.hash_pandas_object(col, index=False).to_numpy()
+    except TypeError:
+        return pd.util.hash_pandas_object(col.astype(str), index=False).to_numpy()
+
+
+def _digest(frame: pd.DataFrame, mask: np.ndarray | None = None) -> str:
+    """sha256 of the schema, the row count and the row-major matrix of value hashes of `frame[mask]`.
+
+    Each value's hash depends on the value alone, so the selected rows' hashes are the hashes of the selected
+    values: the frame is never filtered or copied as a whole, and the matrix is fed to sha256 in row blocks
+    (the same bytes, in the same order, as one row-major matrix)."""
+    digest = hashlib.sha256()
+    schema = "\x1f".join(f"{c}\x1e{t}" for c, t in zip(map(str, frame.columns), map(str, frame.dtypes)))
+    digest.update(schema.encode("utf-8"))
+    cols = []
+    for j in range(frame.shape[1]):
         col = frame.iloc[:, j]
-        try:
-            out[:, j] = pd.util.hash_pandas_object(col, index=False).to_numpy()
-        except TypeError:
-            out[:, j] = pd.util.hash_pandas_object(col.astype(str), index=False).to_numpy()
-    return out
+        cols.append(_hash_column(col if mask is None else col[mask]))
+    rows = len(frame) if mask is None else int(mask.sum())
+    digest.update(f"\x1d{rows}\x1d".encode())
+    if cols:
+        for start in range(0, rows, _BLOCK_ROWS):
+            block = np.stack([c[start:start + _BLOCK_ROWS] for c in cols], axis=1)
+            # little-endian bytes so big-endian hosts agree
+            digest.update(block.astype("<u8", copy=False).tobytes())
+    return digest.hexdigest()
 
 
 def frame_fingerprint(frame: pd.DataFrame) -> str:
@@ -33,13 +55,7 @@ def frame_fingerprint(frame: pd.DataFrame) -> str:
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame_fingerprint expects a pandas DataFrame, got {type(frame).__name__}")
-    digest = hashlib.sha256()
-    schema = "\x1f".join(f"{c}\x1e{t}" for c, t in zip(map(str, frame.columns), map(str, frame.dtypes)))
-    digest.update(schema.encode("utf-8"))
-    digest.update(f"\x1d{len(frame)}\x1d".encode())
-    # little-endian bytes so big-endian hosts agree
-    digest.update(_column_hashes(frame).astype("<u8", copy=False).tobytes())
-    return digest.hexdigest()
+    return _digest(frame)
 
 
 def fingerprints(frames: Mapping[str, pd.DataFrame | None]) -> dict[str, str]:
@@ -60,11 +76,12 @@ def window_fingerprint(tables: Mapping[str, pd.DataFrame | None], start, end, ex
         frame = tables[name]
         if frame is None:
             continue
+        mask = None
         if "date" in frame.columns:
-            frame = frame[(frame["date"] >= start) & (frame["date"] < end)]
+            mask = ((frame["date"] >= start) & (frame["date"] < end)).to_numpy()
         elif "start_date" in frame.columns and "end_date" in frame.columns:
-            frame = frame[(frame["start_date"] < end) & (frame["end_date"] >= start)]
-        digest.update(f"\x1c{name}\x1c{frame_fingerprint(frame)}".encode())
+            mask = ((frame["start_date"] < end) & (frame["end_date"] >= start)).to_numpy()
+        digest.update(f"\x1c{name}\x1c{_digest(frame, mask)}".encode())
     return digest.hexdigest()
 
 
