@@ -213,6 +213,29 @@ def test_fingerprint_is_one_row_major_digest_and_a_window_hashes_its_rows(monkey
     assert fpm.window_fingerprint(tables, start, end, "s") == expected.hexdigest()
 
 
+def test_object_columns_hash_per_distinct_object_exactly_as_pandas():
+    """The per-object shortcut gives every row pandas' own hash: repeated objects, equal strings at different
+    addresses, None and NaN, mixed types; mostly-distinct columns take pandas' path."""
+    from retail_dagster.core.fingerprint import _hash_column, _hash_objects
+
+    rng = np.random.default_rng(5)
+    ids = np.array([f"SKU{i:05d}" for i in range(50)], dtype=object)
+    values = ids[rng.integers(0, 50, 20_000)]
+    values[::50] = np.array([f"SKU{i % 50:05d}" for i in range(len(values[::50]))], dtype=object)  # new objects
+    values[3::101] = None
+    values[5::103] = np.nan
+    values[11::107] = 42
+    col = pd.Series(values, dtype=object)
+    assert _hash_objects(col.to_numpy()) is not None
+    assert np.array_equal(_hash_column(col), pd.util.hash_pandas_object(col, index=False).to_numpy())
+    distinct = pd.Series([f"d{i}" for i in range(20_000)], dtype=object)
+    assert _hash_objects(distinct.to_numpy()) is None
+    assert np.array_equal(_hash_column(distinct), pd.util.hash_pandas_object(distinct, index=False).to_numpy())
+    odd = pd.Series([{"k": i % 3} for i in range(10_000)], dtype=object)  # unhashable cells: str fallback
+    assert np.array_equal(_hash_column(odd),
+                          pd.util.hash_pandas_object(odd.astype(str), index=False).to_numpy())
+
+
 def test_fingerprint_same_in_another_process():
     import subprocess
     import sys

@@ -6,6 +6,7 @@ frame was stored: the same frame read back from Parquet, CSV-and-validated or bu
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from typing import Mapping
 
@@ -16,10 +17,30 @@ import pandas as pd
 _BLOCK_ROWS = 1 << 16  # rows per block fed to sha256: the block's (rows x columns) matrix stays in cache
 
 
+def _hash_objects(values: np.ndarray) -> np.ndarray | None:
+    """pandas' value hashes of an object column, computed once per distinct object instead of once per row.
+
+    Id columns read from Parquet (or built by a take over categories) repeat a few thousand str objects over
+    millions of rows. Their addresses (PyObject pointers, read as integers while `values` holds the references)
+    factorize as int64, much faster than hashing the strings; each distinct object is then hashed by pandas
+    itself, so every row gets exactly the value pandas gives it. None when the objects are mostly distinct."""
+    if values.dtype != object or len(values) < 4096:
+        return None
+    values = np.ascontiguousarray(values)
+    addresses = np.frombuffer((ctypes.c_ssize_t * len(values)).from_address(values.ctypes.data), dtype=np.intp)
+    codes, distinct = pd.factorize(addresses)
+    if len(distinct) > len(values) // 8:
+        return None
+    objects = np.empty(len(distinct), dtype=object)
+    objects[:] = [ctypes.cast(int(a), ctypes.py_object).value for a in distinct]
+    return pd.util.hash_pandas_object(pd.Series(objects, dtype=object), index=False).to_numpy()[codes]
+
+
 def _hash_column(col: pd.Series) -> np.ndarray:
     """One uint64 per value, vectorized by pandas; unhashable cells (dicts, lists) fall back to str."""
     try:
-        return pd.util.hash_pandas_object(col, index=False).to_numpy()
+        fast = _hash_objects(col.to_numpy()) if col.dtype == object else None
+        return fast if fast is not None else pd.util.hash_pandas_object(col, index=False).to_numpy()
     except TypeError:
         return pd.util.hash_pandas_object(col.astype(str), index=False).to_numpy()
 
