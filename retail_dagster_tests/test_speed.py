@@ -127,3 +127,32 @@ def test_partition_setup_reads_no_fact_table(demo_path, demo_tables, monkeypatch
     assert read_groups(demo_path) == sorted(demo_tables["catalog"]["sku_group"].unique())
     assert first_sales_date(demo_path) == demo_tables["sales"]["date"].min()
     assert read == ["catalog.parquet"]  # the first sales date comes from the Parquet footer's statistics
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_id_factorization_is_pandas_factorization(seed):
+    """core.ids gives exactly pd.factorize and MultiIndex.get_indexer: repeated objects, equal strings at other
+    addresses, missing values, mixed types, and columns of mostly distinct objects (pandas' own path)."""
+    from retail_dagster.core import ids
+
+    rng = np.random.default_rng(seed)
+    labels = np.array([f"S{i:03d}" for i in range(40)], dtype=object)
+    n = 30_000
+    left = labels[rng.integers(0, 40, n)]
+    left[::97] = np.array([f"S{i % 40:03d}" for i in range(len(left[::97]))], dtype=object)  # same text, new objects
+    left[1::89] = None
+    left[2::83] = np.nan
+    left[3::79] = 7
+    right = labels[rng.integers(0, 5, n)]
+    distinct = np.array([f"u{i}" for i in range(n)], dtype=object)
+    for values in (left, right, distinct, left[:100], np.array([], dtype=object), rng.integers(0, 9, n)):
+        codes, uniques = ids.factorize(values)
+        ref_codes, ref_uniques = pd.factorize(values)
+        assert np.array_equal(codes, ref_codes)
+        assert list(uniques) == list(np.asarray(ref_uniques))
+    assert ids.distinct_objects(left) is not None and ids.distinct_objects(distinct) is None
+    series = pd.DataFrame({"a": labels[[0, 1, 2, 3, 5, 8, 13]], "b": labels[[0, 1, 2, 3, 4, 0, 1]]})
+    index = pd.MultiIndex.from_frame(series)
+    got = ids.pair_positions(left, right, index)
+    ref = index.get_indexer(pd.MultiIndex.from_arrays([left, right]))
+    assert np.array_equal(got, ref) and (got >= 0).sum() > 100

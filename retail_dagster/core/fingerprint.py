@@ -6,33 +6,25 @@ frame was stored: the same frame read back from Parquet, CSV-and-validated or bu
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from .ids import distinct_objects
+
 
 _BLOCK_ROWS = 1 << 16  # rows per block fed to sha256: the block's (rows x columns) matrix stays in cache
 
 
 def _hash_objects(values: np.ndarray) -> np.ndarray | None:
-    """pandas' value hashes of an object column, computed once per distinct object instead of once per row.
-
-    Id columns read from Parquet (or built by a take over categories) repeat a few thousand str objects over
-    millions of rows. Their addresses (PyObject pointers, read as integers while `values` holds the references)
-    factorize as int64, much faster than hashing the strings; each distinct object is then hashed by pandas
-    itself, so every row gets exactly the value pandas gives it. None when the objects are mostly distinct."""
-    if values.dtype != object or len(values) < 4096:
+    """pandas' value hashes of an object column, computed once per distinct object (core.ids): every row gets
+    exactly the value pandas gives it. None when the column is small or mostly distinct objects."""
+    split = distinct_objects(values)
+    if split is None:
         return None
-    values = np.ascontiguousarray(values)
-    addresses = np.frombuffer((ctypes.c_ssize_t * len(values)).from_address(values.ctypes.data), dtype=np.intp)
-    codes, distinct = pd.factorize(addresses)
-    if len(distinct) > len(values) // 8:
-        return None
-    objects = np.empty(len(distinct), dtype=object)
-    objects[:] = [ctypes.cast(int(a), ctypes.py_object).value for a in distinct]
+    codes, objects = split
     return pd.util.hash_pandas_object(pd.Series(objects, dtype=object), index=False).to_numpy()[codes]
 
 

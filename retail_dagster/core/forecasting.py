@@ -23,6 +23,7 @@ import pandas as pd
 
 from .asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from .files import atomic_write_local
+from .ids import pair_positions
 
 ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall on a fixed weekly grid
 OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
@@ -155,7 +156,7 @@ def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings) -> Feature
 def _series_codes(frame: pd.DataFrame, series: pd.DataFrame) -> np.ndarray:
     """Row position of each (sku_id, location_id) of `frame` in `series` (-1 when absent)."""
     idx = pd.MultiIndex.from_frame(series[["sku_id", "location_id"]])
-    return idx.get_indexer(pd.MultiIndex.from_arrays([frame["sku_id"].to_numpy(), frame["location_id"].to_numpy()]))
+    return pair_positions(frame["sku_id"].to_numpy(), frame["location_id"].to_numpy(), idx)
 
 
 def _rolling_sum(a: np.ndarray, window: int) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""Fast exact factorization of id columns (sku_id, location_id, ...) held as Python str objects.
+
+The contract keeps ids as plain `str` objects (object dtype). Frames read from Parquet dictionary columns, or built
+by one take over categories (core/contracts.py), repeat a few thousand distinct str objects over millions of rows.
+Factorizing such a column by value hashes and compares every string; factorizing it by object address is an int64
+factorization, several times faster, after which only the distinct objects are factorized by value. The result is
+exactly `pd.factorize(values)` (codes in order of first appearance, -1 for missing values), whatever the column
+holds: equal strings at different addresses get one code, and a column of mostly distinct objects simply takes
+pandas' path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pandas as pd
+
+_MIN_ROWS = 4096  # below this pandas' own factorization is as fast
+
+
+def _addresses(values: np.ndarray) -> np.ndarray:
+    """The PyObject pointers of a C-contiguous object array, viewed as integers (valid while `values` lives)."""
+    return np.frombuffer((ctypes.c_ssize_t * len(values)).from_address(values.ctypes.data), dtype=np.intp)
+
+
+def distinct_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, objects): `objects[codes]` is `values` element for element (the same objects), with `objects` the
+    distinct objects in order of first appearance. None when the column is small, not object dtype, or mostly
+    distinct objects (then the caller should use pandas directly)."""
+    values = np.asarray(values)
+    if values.dtype != object or values.ndim != 1 or len(values) < _MIN_ROWS:
+        return None
+    values = np.ascontiguousarray(values)
+    codes, distinct = pd.factorize(_addresses(values))
+    if len(distinct) > len(values) // 8:
+        return None
+    objects = np.empty(len(distinct), dtype=object)
+    objects[:] = [ctypes.cast(int(a), ctypes.py_object).value for a in distinct]
+    return codes, objects
+
+
+def factorize(values) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly `pd.factorize(values)` for a 1-d array or Series (codes as intp, -1 for missing; uniques as an
+    ndarray), fast for object columns that repeat a few objects."""
+    arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
+    split = distinct_objects(arr)
+    if split is None:
+        codes, uniques = pd.factorize(arr)
+        return codes.astype(np.intp, copy=False), np.asarray(uniques)
+    obj_codes, objects = split
+    value_codes, uniques = pd.factorize(objects)
+    return value_codes.astype(np.intp, copy=False)[obj_codes], np.asarray(uniques)
+
+
+def pair_positions(left, right, index: pd.MultiIndex) -> np.ndarray:
+    """`index.get_indexer(MultiIndex.from_arrays([left, right]))` for a 2-level `index` without missing values:
+    the position of each (left, right) pair in `index`, -1 where absent or where either value is missing."""
+    lc, lu = factorize(left)
+    rc, ru = factorize(right)
+    n = len(lc)
+    out = np.full(n, -1, dtype=np.intp)
+    ok = (lc >= 0) & (rc >= 0)
+    if not ok.any():
+        return out
+    pair = lc[ok].astype(np.int64) * max(len(ru), 1) + rc[ok]
+    pcodes, pairs = pd.factorize(pair)
+    found = index.get_indexer(pd.MultiIndex.from_arrays([lu[pairs // max(len(ru), 1)], ru[pairs % max(len(ru), 1)]]))
+    out[ok] = found[pcodes]
+    return out
+
+
+__all__ = ["distinct_objects", "factorize", "pair_positions"]
