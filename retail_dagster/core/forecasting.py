@@ -223,31 +223,39 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     # sales (observed units, price, promo flag) in the history window
     s = inputs.sales
     s = s[(s["date"] < asof)]
-    first_sale = s.groupby(["sku_id", "location_id"], sort=False)["date"].min()
-    first_idx = _series_codes(first_sale.index.to_frame(index=False), series)
+    s_code = _series_codes(s, series)  # one factorization of the ids serves every per-series statistic below
+    s_date = s["date"].to_numpy()
+    s_price = s["price"].to_numpy(dtype=np.float64)
+    # the first sale of each series
     first_t = np.full(N, n_hist, dtype=np.int64)
-    ok = first_idx >= 0
-    first_t[first_idx[ok]] = np.clip(
-        (first_sale.to_numpy()[ok] - start.to_datetime64()) // np.timedelta64(1, "D"), 0, n_hist)
-    # regular price at `asof`: the series' last price off promotion (catalog base price when never seen)
-    off = s[~s["on_promotion"].astype(bool)]
-    last_reg = off.sort_values("date", kind="stable").groupby(["sku_id", "location_id"], sort=False)["price"].last()
+    known = s_code >= 0
+    if known.any():
+        first = np.full(N, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, s_code[known], s_date[known].astype("datetime64[ns]").view(np.int64))
+        seen = first < np.iinfo(np.int64).max
+        first_t[seen] = np.clip((first[seen].astype("datetime64[ns]") - start.to_datetime64())
+                                // np.timedelta64(1, "D"), 0, n_hist)
+    # regular price at `asof`: the series' last known price off promotion, the last row of its latest day (catalog
+    # base price when never seen)
     reg = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64).copy()
-    ri = _series_codes(last_reg.index.to_frame(index=False), series)
-    reg[ri[ri >= 0]] = last_reg.to_numpy()[ri >= 0]
+    off_promo = known & ~s["on_promotion"].to_numpy(dtype=bool)
+    reg[s_code[off_promo]] = np.nan  # rows off promotion but no price: unknown, as pandas' last() of NaNs
+    off = np.flatnonzero(off_promo & ~np.isnan(s_price))
+    if len(off):
+        order = off[np.lexsort((off, s_date[off], s_code[off]))]  # by series, then date, then row
+        last = order[np.append(s_code[order][1:] != s_code[order][:-1], True)]
+        reg[s_code[last]] = s_price[last]
     if planned_price is not None:
         reg = np.where(np.isfinite(planned_price) & (planned_price > 0), planned_price, reg)
 
-    sw = s[s["date"] >= start]
-    code = _series_codes(sw, series)
-    keep = code >= 0
-    code, t = code[keep], ((sw["date"].to_numpy()[keep] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
+    keep = known & (s_date >= start.to_datetime64())
+    code, t = s_code[keep], ((s_date[keep] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
     y = np.zeros((N, n_hist), dtype=np.float32)
-    y[code, t] = sw["units"].to_numpy()[keep]
+    y[code, t] = s["units"].to_numpy()[keep]
     price = np.full((N, T), np.nan, dtype=np.float64)
-    price[code, t] = sw["price"].to_numpy()[keep]
+    price[code, t] = s_price[keep]
     promo_flag = np.zeros((N, T), dtype=bool)
-    promo_flag[code, t] = sw["on_promotion"].to_numpy(dtype=bool)[keep]
+    promo_flag[code, t] = s["on_promotion"].to_numpy(dtype=bool)[keep]
 
     censored = np.zeros((N, n_hist), dtype=bool)
     inv = inputs.inventory_history

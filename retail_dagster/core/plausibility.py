@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import ids
+
 KEYS = ["sku_id", "location_id"]
 OUTLIER_COLUMNS = ["sku_id", "location_id", "date", "units", "cap_units", "median_units"]
 
@@ -46,7 +48,7 @@ def explained_days(sales: pd.DataFrame, events: pd.DataFrame | None = None,
     # (day, region) as one integer per row: a vectorised membership test instead of tuple indexes over every row
     regions = pd.Index(pd.concat([locations["region"], keyed["region"]]).astype(str).unique())
     loc_region = pd.Series(regions.get_indexer(locations["region"].astype(str)), index=locations["location_id"])
-    loc_code, loc_uniq = pd.factorize(sales["location_id"].to_numpy())
+    loc_code, loc_uniq = ids.factorize(sales["location_id"].to_numpy())
     row_region = loc_region.reindex(loc_uniq).fillna(-1).to_numpy(dtype=np.int64)[loc_code]
     days = sales["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
     n = len(regions) + 1
@@ -59,8 +61,8 @@ def explained_days(sales: pd.DataFrame, events: pd.DataFrame | None = None,
 
 def _wide(sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(days x series matrix of units, NaN where no row; each sales row's day and series index)."""
-    sku, _ = pd.factorize(sales["sku_id"].to_numpy())
-    loc, locs = pd.factorize(sales["location_id"].to_numpy())
+    sku, _ = ids.factorize(sales["sku_id"].to_numpy())
+    loc, locs = ids.factorize(sales["location_id"].to_numpy())
     code, uniq = pd.factorize(sku.astype(np.int64) * max(len(locs), 1) + loc)
     dates = pd.DatetimeIndex(sales["date"])
     first = dates.min()
@@ -122,8 +124,8 @@ def _thresholds_where_needed(sales: pd.DataFrame, settings: OutlierSettings | No
     above = units > st.min_units
     if not above.any():
         return thr, med
-    sku, _ = pd.factorize(sales["sku_id"].to_numpy())
-    loc, locs = pd.factorize(sales["location_id"].to_numpy())
+    sku, _ = ids.factorize(sales["sku_id"].to_numpy())
+    loc, locs = ids.factorize(sales["location_id"].to_numpy())
     code = sku.astype(np.int64) * max(len(locs), 1) + loc
     rows = np.isin(code, np.unique(code[above]))
     thr[rows], med[rows] = series_thresholds(sales[rows], st, explained[rows] if explained is not None else None)

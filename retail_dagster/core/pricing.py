@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import ids
 from .asof import PlanningInputs
 from .elasticity import ElasticitySettings, estimate_elasticities
 from .guardrails import (
@@ -70,8 +71,8 @@ def price_history(sales: pd.DataFrame, date, history_days: int = 90, omnibus_day
     m = (dates < d.to_datetime64()) & (dates >= (d - pd.Timedelta(days=width)).to_datetime64())
     if not m.any():
         return pd.DataFrame(columns=cols)
-    sku, sku_u = pd.factorize(sales["sku_id"].to_numpy()[m])
-    loc, loc_u = pd.factorize(sales["location_id"].to_numpy()[m])
+    sku, sku_u = ids.factorize(sales["sku_id"].to_numpy()[m])
+    loc, loc_u = ids.factorize(sales["location_id"].to_numpy()[m])
     key, uniq_key = pd.factorize(sku.astype(np.int64) * len(loc_u) + loc)
     n_key = len(uniq_key)
     col = ((dates[m] - d.to_datetime64()) // np.timedelta64(1, "D")).astype(np.int64) + width  # 0..width-1
