@@ -10,10 +10,11 @@ the number of cores), then as a deployment on this machine runs them, at most
 `--concurrency` runs at once (default: the number of cores, as the queued run coordinator's
 max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency so runs never oversubscribe the
 cores (`parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
-start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those processes. The last line is
+start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those
+processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel). The last line is
 JSON with skus, stores, wall_seconds, cold_wall_seconds, parallel_wall_seconds, overhead_seconds, peak_rss_gb,
-per_asset_seconds, and import_seconds_per_run (a fresh process importing what a run imports: the floor every run
-pays before its first step).
+peak_rss_gb_by_pass, per_asset_seconds, and import_seconds_per_run (a fresh process importing what a run
+imports: the floor every run pays before its first step).
 """
 
 from __future__ import annotations
@@ -41,12 +42,28 @@ def workdir_env(work: str, args) -> dict[str, str]:
                 RETAIL_DAGSTER_DEMO_SEED=str(args.seed))
 
 
-def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1) -> tuple[float, dict, bool, float]:
+PEAK_RSS_GB: dict[str, float] = {}  # pass name -> the largest peak RSS of one run's process in that pass
+
+
+def _reaped(proc: subprocess.Popen) -> tuple[bool, float]:
+    """(whether the process has exited, its peak RSS in GB): reaped with wait4, which reports that child's own
+    resource usage, so each pass's peak is its own (RUSAGE_CHILDREN only keeps the largest of all)."""
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid == 0:
+        return False, 0.0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return True, usage.ru_maxrss / 1024 ** 2
+
+
+def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1,
+               name: str = "warm") -> tuple[float, dict, bool, float]:
     """Run each group in its own process, at most `concurrency` at once; (wall seconds, per-step seconds summed
-    over the groups, success, seconds of the runs' processes outside their steps summed over the groups)."""
+    over the groups, success, seconds of the runs' processes outside their steps summed over the groups). The
+    largest peak RSS of one run goes to PEAK_RSS_GB[name]."""
     t0 = time.perf_counter()
     per_step: dict[str, float] = defaultdict(float)
     ok, outside = True, 0.0
+    PEAK_RSS_GB[name] = 0.0
     cmd = [sys.executable, "-m", "retail_dagster.cli", "run", "--date", date, "--json"]
     pending, running = list(groups), []
     while pending or running:
@@ -55,7 +72,12 @@ def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1) ->
             out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
             proc = subprocess.Popen(cmd + ["--groups", group], env=env, stdout=out, stderr=err, text=True)
             running.append((group, proc, time.perf_counter(), out, err))
-        done = [r for r in running if r[1].poll() is not None]
+        done = []
+        for r in running:
+            exited, rss = _reaped(r[1])
+            if exited:
+                done.append(r)
+                PEAK_RSS_GB[name] = max(PEAK_RSS_GB[name], rss)
         if not done:
             time.sleep(0.02)
             continue
@@ -130,7 +152,7 @@ def main() -> int:
     senv = dict(env, **{v: str(os.cpu_count() or 1) for v in THREAD_VARS})
     if not args.skip_cold:
         print("cold run (trains and caches the models):")
-        cold, _, ok, _ = run_groups(groups, date, senv)
+        cold, _, ok, _ = run_groups(groups, date, senv, name="cold")
         print(f"cold run: {cold:.1f}s success={ok}")
     print("daily run with cached models, one group after the other:")
     wall, per_step, ok, overhead = run_groups(groups, date, senv)
@@ -142,7 +164,7 @@ def main() -> int:
         penv = dict(env, **{v: str(max(1, (os.cpu_count() or 1) // args.concurrency)) for v in THREAD_VARS})
         print(f"daily run with cached models, {args.concurrency} runs at once "
               f"({penv['OMP_NUM_THREADS']} BLAS/OpenMP thread(s) each):")
-        parallel, _, pok, _ = run_groups(groups, date, penv, args.concurrency)
+        parallel, _, pok, _ = run_groups(groups, date, penv, args.concurrency, name="parallel")
         ok &= pok
         print(f"parallel daily run: {parallel:.1f}s, success={pok}")
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
@@ -150,13 +172,14 @@ def main() -> int:
     print(f"imports of one run's process: {imports:.1f}s; for {len(groups)} runs {imports * len(groups):.1f}s "
           f"one after the other, {imports * len(groups) / max(args.concurrency, 1):.1f}s on {args.concurrency} "
           f"cores: a floor under wall_seconds and parallel_wall_seconds")
-    print(f"peak RSS of a run {rss_gb:.2f} GB")
+    print(f"peak RSS of a run {rss_gb:.2f} GB (" + ", ".join(f"{k} {v:.2f}" for k, v in PEAK_RSS_GB.items()) + ")")
     print(json.dumps({"skus": args.skus, "stores": args.stores, "wall_seconds": round(wall, 2),
                       "cold_wall_seconds": round(cold, 2) if cold is not None else None,
                       "parallel_wall_seconds": round(parallel, 2) if parallel is not None else None,
                       "overhead_seconds": round(overhead, 2), "concurrency": args.concurrency,
                       "import_seconds_per_run": round(imports, 2),
                       "data_seconds": round(gen_seconds, 2), "peak_rss_gb": round(rss_gb, 3),
+                      "peak_rss_gb_by_pass": {k: round(v, 3) for k, v in PEAK_RSS_GB.items()},
                       "per_asset_seconds": {k: round(v, 2) for k, v in per_step.items()}, "success": ok}))
     return 0 if ok else 1
 

@@ -65,6 +65,21 @@ def test_duplicated_matches_pandas(seed):
                                   frame.duplicated(["date", "sku_id"], keep=False).to_numpy())
 
 
+def test_duplicated_on_sorted_files_takes_the_ordered_proof_and_still_finds_duplicates():
+    """A file sorted by its key in some column order is proven duplicate-free by its packed order; a repeated key
+    anywhere (past the checked prefix too) still falls through to the hashing path and is found."""
+    days = pd.date_range("2026-01-01", periods=60)
+    skus, locs = [f"SKU{i:03d}" for i in range(40)], ["S1", "S2", "S3", "W1"]
+    grid = pd.MultiIndex.from_product([skus, days, locs], names=["sku_id", "date", "location_id"]).to_frame(index=False)
+    frame = grid.assign(sku_id=pd.Categorical(grid["sku_id"]), location_id=grid["location_id"].astype(object))
+    key = ["date", "sku_id", "location_id"]
+    assert not _duplicated(frame, key).any()
+    for at in (10, 9000):  # inside and past the 4,096-row prefix
+        dup = pd.concat([frame.iloc[:at + 1], frame.iloc[at:]], ignore_index=True)
+        np.testing.assert_array_equal(_duplicated(dup, key), dup.duplicated(key, keep=False).to_numpy())
+        assert _duplicated(dup, key).sum() == 2
+
+
 # ---- validation of dictionary (categorical) columns ---------------------------------------------------------------
 def test_categorical_ids_validate_to_the_same_frame_and_problems(demo_tables):
     sales = demo_tables["sales"].head(3000).copy()
