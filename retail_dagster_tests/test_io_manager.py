@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import dagster as dg
@@ -276,3 +277,30 @@ def test_frames_written_by_the_process_load_as_the_file_would(tmp_path):
     off = ParquetIOManager(base_path=str(tmp_path / "off"), memory_cache_mb=0)
     off.handle_output(dg.build_output_context(asset_key="x", partition_key=KEY, asset_partitions_def=by_group), frame)
     assert iom._WRITTEN.get(str(tmp_path / "off" / "x" / "2026-03-02" / "grocery.parquet")) is None
+
+
+def test_id_columns_are_written_as_dictionaries_and_read_back_as_plain_strings(tmp_path):
+    """The fast Parquet path (ids dictionary-encoded from their distinct objects) reads back exactly as the frame,
+    as plain str objects for any reader; frames it cannot take (None in an id column, a non-str object, an index)
+    are written by pandas as before."""
+    rng = np.random.default_rng(9)
+    n = 20_000
+    ids_ = np.array([f"SKU{i:04d}" for i in range(300)], dtype=object)
+    frame = pd.DataFrame({"date": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 90, n), unit="D"),
+                          "sku_id": ids_[rng.integers(0, 300, n)], "note": [f"n{i}" for i in range(n)],
+                          "units": rng.poisson(2, n).astype(float), "k": rng.integers(0, 5, n),
+                          "flag": rng.random(n) < 0.3})
+    assert iom._plain_arrow_table(frame) is not None
+    with_none = frame.assign(sku_id=frame["sku_id"].where(rng.random(n) > 0.01, None))
+    mixed = frame.assign(sku_id=frame["sku_id"].where(rng.random(n) > 0.01, 7))
+    indexed = frame.set_index("k")
+    assert iom._plain_arrow_table(with_none) is None and iom._plain_arrow_table(mixed) is None
+    assert iom._plain_arrow_table(indexed) is None
+    for f in (frame, with_none, indexed):  # (a str/int mix cannot be written as Parquet at all)
+        data, ext, rows = iom._encode(f)
+        (tmp_path / "f.parquet").write_bytes(data)
+        back = pd.read_parquet(tmp_path / "f.parquet")
+        pd.testing.assert_frame_equal(back, f.reset_index(drop=True), check_exact=True)  # the index is not stored
+        assert rows == len(f) and ext == ".parquet"
+    plain = pd.read_parquet(io.BytesIO(iom._encode(frame)[0]))
+    assert plain["sku_id"].dtype == object and frame_fingerprint(plain) == frame_fingerprint(frame)

@@ -85,11 +85,58 @@ def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQ
     return os.path.join(base, *segments)
 
 
+def _plain_arrow_table(frame: pd.DataFrame):
+    """The frame as an Arrow table with its id columns dictionary-encoded, or None when it is not plain.
+
+    Plain: a default RangeIndex, distinct str column names, float64/int64/bool/datetime64[ns] columns and object
+    columns holding str only. An object column that repeats a few str objects (sku_id, location_id...) becomes a
+    dictionary array built from its distinct objects (core.ids), which skips converting millions of Python
+    strings one by one. The table carries pandas' own metadata for the frame and is written without the Arrow
+    schema, so the Parquet file holds plain string columns and reads back exactly as `to_parquet`'s would."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ..core.ids import distinct_objects
+
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None):
+        return None
+    if not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
+        return None
+    arrays = []
+    for j, dtype in enumerate(frame.dtypes):
+        values = frame.iloc[:, j].to_numpy()
+        if dtype == object:
+            split = distinct_objects(values)
+            if split is not None:
+                codes, objects = split
+                if not all(type(o) is str for o in objects):
+                    return None
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
+                                                             pa.array(objects, pa.string())))
+            elif len(values) and pd.api.types.infer_dtype(values, skipna=False) != "string":
+                return None
+            else:
+                arrays.append(pa.array(values, pa.string()))
+        elif dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]":
+            arrays.append(pa.array(values))
+        else:
+            return None
+    metadata = pa.Table.from_pandas(frame.iloc[:0], preserve_index=False).schema.metadata
+    return pa.table(arrays, names=list(frame.columns)).replace_schema_metadata(metadata)
+
+
 def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
     """(bytes, extension, rows) for a value the manager can store."""
     if isinstance(obj, pd.DataFrame):
         buf = io.BytesIO()
-        obj.to_parquet(buf, index=False)
+        table = _plain_arrow_table(obj)
+        if table is None:
+            obj.to_parquet(buf, index=False)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, buf, store_schema=False)
         return buf.getvalue(), PARQUET, len(obj)
     if isinstance(obj, (dict, list)):
         try:
