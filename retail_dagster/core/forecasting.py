@@ -23,6 +23,7 @@ import pandas as pd
 
 from .asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from .files import atomic_write_local
+from . import ids
 from .ids import pair_positions
 
 ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall on a fixed weekly grid
@@ -122,8 +123,12 @@ def active_series(inputs: PlanningInputs, active_days: int = 56) -> pd.DataFrame
     """Store SKU-locations to forecast: sales rows in the last `active_days` before D, or stock on hand/in transit."""
     stores = _stores(inputs)
     s = inputs.sales
-    recent = s.loc[(s["date"] >= inputs.date - pd.Timedelta(days=active_days)) & s["location_id"].isin(stores),
-                   ["sku_id", "location_id"]]
+    s = s.loc[(s["date"] >= inputs.date - pd.Timedelta(days=active_days)).to_numpy(), ["sku_id", "location_id"]]
+    recent = s[s["location_id"].isin(stores).to_numpy()]
+    if len(recent):  # one row per pair before the concat (the result is deduplicated and sorted anyway)
+        sku, skus = ids.factorize(recent["sku_id"])
+        loc, locs = ids.factorize(recent["location_id"])
+        recent = recent.iloc[np.sort(np.unique((sku + 1) * (len(locs) + 1) + (loc + 1), return_index=True)[1])]
     snap = inputs.inventory_snapshot
     stocked = snap.loc[((snap["on_hand"] + snap["in_transit"]) > 0) & snap["location_id"].isin(stores)
                        & snap["sku_id"].isin(inputs.catalog["sku_id"]), ["sku_id", "location_id"]]
