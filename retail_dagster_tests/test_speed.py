@@ -171,3 +171,20 @@ def test_id_factorization_is_pandas_factorization(seed):
     got = ids.pair_positions(left, right, index)
     ref = index.get_indexer(pd.MultiIndex.from_arrays([left, right]))
     assert np.array_equal(got, ref) and (got >= 0).sum() > 100
+
+
+def test_max_by_series_is_the_pandas_group_by():
+    from retail_dagster.core import ids
+
+    rng = np.random.default_rng(4)
+    n = 50_000
+    skus = np.array([f"SKU{i:03d}" for i in range(120)], dtype=object)
+    frame = pd.DataFrame({"sku_id": skus[rng.integers(0, 120, n)],
+                          "location_id": np.array(["S2", "S1", "W1", "S10"], dtype=object)[rng.integers(0, 4, n)],
+                          "units": rng.poisson(3, n).astype(float)})
+    frame.loc[rng.integers(0, n, 300), "units"] = np.nan
+    frame.loc[rng.integers(0, n, 50), "sku_id"] = None
+    frame.loc[frame["sku_id"] == "SKU007", "units"] = np.nan  # a series with no value at all
+    got = ids.max_by_series(frame, "units")
+    ref = frame.groupby(["sku_id", "location_id"], as_index=False)["units"].max()
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)

@@ -18,6 +18,7 @@ from ..checks import DEMAND_CHECKS, forecast_check_results
 from ..core.asof import PlanningInputs
 from ..core.costs import empty_usage
 from ..core.fingerprint import window_fingerprint
+from ..core.ids import factorize, max_by_series
 from ..core.forecasting import LOOKBACK_DAYS, ForecastSettings, active_series, anchor_date, forecast_for_date
 from ..core.plausibility import OutlierSettings, cap_outliers, describe_outliers, explained_days
 from ..core.plots import forecast_band_png, png_markdown, top_series
@@ -62,7 +63,8 @@ def degenerate_history_note(inputs: PlanningInputs) -> str:
                 "fallback (forecast zero)")
     if days < 28:
         return f"only {days} day(s) of history: category x location profile instead of a trained model"
-    if s.groupby("sku_id")["price"].nunique().max() <= 1:
+    sku = factorize(s["sku_id"])[0]  # the prices each SKU was sold at, grouped on its id codes
+    if pd.Series(s["price"].to_numpy()[sku >= 0]).groupby(sku[sku >= 0]).nunique().max() <= 1:
         return "prices never changed in the history: no price effect can be learnt (price features constant)"
     return ""
 
@@ -180,8 +182,7 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
             seasonal_naive_holdout_wape=seasonal_naive_holdout_wape(inputs, anchor),
             expected_series=active_series(inputs),
             # what each series has plausibly sold: the yardstick of the blocking history check, capped either way
-            series_ceiling=capped_sales.groupby(["sku_id", "location_id"], as_index=False)["units"].max()
-            .rename(columns={"units": "history_max"}),
+            series_ceiling=max_by_series(capped_sales, "units").rename(columns={"units": "history_max"}),
             outliers=outliers, outliers_capped=bool(self.cap_outliers), data_note=degenerate_history_note(inputs))
         frame = frame.assign(engine="local")
         if not self.llm_on() or frame.empty:

@@ -70,4 +70,17 @@ def pair_positions(left, right, index: pd.MultiIndex) -> np.ndarray:
     return out
 
 
-__all__ = ["distinct_objects", "factorize", "pair_positions"]
+def max_by_series(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Exactly `frame.groupby(["sku_id", "location_id"], as_index=False)[column].max()`: one row per series with
+    both ids present, sorted by them, NaN values skipped; grouped on one int64 per row instead of the strings."""
+    sku, skus = factorize(frame["sku_id"])
+    loc, locs = factorize(frame["location_id"])
+    ok = (sku >= 0) & (loc >= 0)
+    width = max(len(locs), 1)
+    top = pd.Series(frame[column].to_numpy()[ok]).groupby(sku[ok].astype(np.int64) * width + loc[ok]).max()
+    key = top.index.to_numpy()
+    out = pd.DataFrame({"sku_id": skus[key // width], "location_id": locs[key % width], column: top.to_numpy()})
+    return out.sort_values(["sku_id", "location_id"]).reset_index(drop=True)
+
+
+__all__ = ["distinct_objects", "factorize", "max_by_series", "pair_positions"]
