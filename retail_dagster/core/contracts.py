@@ -308,7 +308,7 @@ def _duplicated(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
         return frame.duplicated(key, keep=False).to_numpy()
 
     def pack(order, rows=slice(None)) -> np.ndarray:
-        packed = np.zeros(len(frame), dtype=np.int64)[rows]
+        packed = np.zeros(len(range(len(frame))[rows]), dtype=np.int64)
         for col in order:
             c, n = codes[col]
             packed = packed * n + c[rows]
