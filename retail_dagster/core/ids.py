@@ -53,31 +53,34 @@ def factorize(values) -> tuple[np.ndarray, np.ndarray]:
     return value_codes.astype(np.intp, copy=False)[obj_codes], np.asarray(uniques)
 
 
+def _pair_codes(left, right) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(key, present, left uniques, right uniques): one int64 per row for the (left, right) pair, valid where
+    `present` (both values there); `key // width` and `key % width` index the uniques, width = len(right uniques)."""
+    lc, lu = factorize(left)
+    rc, ru = factorize(right)
+    present = (lc >= 0) & (rc >= 0)
+    return lc.astype(np.int64) * max(len(ru), 1) + rc, present, lu, ru
+
+
 def pair_positions(left, right, index: pd.MultiIndex) -> np.ndarray:
     """`index.get_indexer(MultiIndex.from_arrays([left, right]))` for a 2-level `index` without missing values:
     the position of each (left, right) pair in `index`, -1 where absent or where either value is missing."""
-    lc, lu = factorize(left)
-    rc, ru = factorize(right)
-    n = len(lc)
-    out = np.full(n, -1, dtype=np.intp)
-    ok = (lc >= 0) & (rc >= 0)
+    key, ok, lu, ru = _pair_codes(left, right)
+    out = np.full(len(key), -1, dtype=np.intp)
     if not ok.any():
         return out
-    pair = lc[ok].astype(np.int64) * max(len(ru), 1) + rc[ok]
-    pcodes, pairs = pd.factorize(pair)
-    found = index.get_indexer(pd.MultiIndex.from_arrays([lu[pairs // max(len(ru), 1)], ru[pairs % max(len(ru), 1)]]))
-    out[ok] = found[pcodes]
+    width = max(len(ru), 1)
+    pcodes, pairs = pd.factorize(key[ok])
+    out[ok] = index.get_indexer(pd.MultiIndex.from_arrays([lu[pairs // width], ru[pairs % width]]))[pcodes]
     return out
 
 
 def max_by_series(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """Exactly `frame.groupby(["sku_id", "location_id"], as_index=False)[column].max()`: one row per series with
     both ids present, sorted by them, NaN values skipped; grouped on one int64 per row instead of the strings."""
-    sku, skus = factorize(frame["sku_id"])
-    loc, locs = factorize(frame["location_id"])
-    ok = (sku >= 0) & (loc >= 0)
+    key, ok, skus, locs = _pair_codes(frame["sku_id"], frame["location_id"])
     width = max(len(locs), 1)
-    top = pd.Series(frame[column].to_numpy()[ok]).groupby(sku[ok].astype(np.int64) * width + loc[ok]).max()
+    top = pd.Series(frame[column].to_numpy()[ok]).groupby(key[ok]).max()
     key = top.index.to_numpy()
     out = pd.DataFrame({"sku_id": skus[key // width], "location_id": locs[key % width], column: top.to_numpy()})
     return out.sort_values(["sku_id", "location_id"]).reset_index(drop=True)

@@ -85,40 +85,61 @@ def asset_path(base: str, asset: Any, partition_key: Any = None, ext: str = PARQ
     return os.path.join(base, *segments)
 
 
+_NOT_STR = object()
+
+
+def _plain_layout(frame: pd.DataFrame) -> bool:
+    """A default RangeIndex and distinct str column names: what Parquet gives back without an index."""
+    index = frame.index
+    return (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None
+            and all(isinstance(c, str) for c in frame.columns) and not frame.columns.has_duplicates)
+
+
+def _plain_dtype(dtype) -> bool:
+    return dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]"
+
+
+def _str_column(values):
+    """For an object column: `ids.distinct_objects(values)` when every value is a str ((codes, distinct objects),
+    or None for a small or mostly-distinct column); `_NOT_STR` when some value is not a str."""
+    from ..core.ids import distinct_objects
+
+    split = distinct_objects(values)
+    if split is not None:
+        return split if all(isinstance(o, str) for o in split[1]) else _NOT_STR
+    if len(values) and pd.api.types.infer_dtype(values, skipna=False) != "string":
+        return _NOT_STR
+    return None
+
+
 def _plain_arrow_table(frame: pd.DataFrame):
     """The frame as an Arrow table with its id columns dictionary-encoded, or None when it is not plain.
 
-    Plain: a default RangeIndex, distinct str column names, float64/int64/bool/datetime64[ns] columns and object
-    columns holding str only. An object column that repeats a few str objects (sku_id, location_id...) becomes a
-    dictionary array built from its distinct objects (core.ids), which skips converting millions of Python
-    strings one by one. The table carries pandas' own metadata for the frame and is written without the Arrow
-    schema, so the Parquet file holds plain string columns and reads back exactly as `to_parquet`'s would."""
+    Plain (`_WrittenFrames.round_trips`): a default RangeIndex, distinct str column names,
+    float64/int64/bool/datetime64[ns] columns and object columns holding str only. An object column that repeats a
+    few str objects (sku_id, location_id...) becomes a dictionary array built from its distinct objects
+    (core.ids), which skips converting millions of Python strings one by one. The table carries pandas' own
+    metadata for the frame and is written without the Arrow schema, so the Parquet file holds plain string
+    columns and reads back exactly as `to_parquet`'s would."""
     import numpy as np
     import pyarrow as pa
 
-    from ..core.ids import distinct_objects
-
-    index = frame.index
-    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None):
-        return None
-    if not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
+    if not _plain_layout(frame):
         return None
     arrays = []
     for j, dtype in enumerate(frame.dtypes):
         values = frame.iloc[:, j].to_numpy()
         if dtype == object:
-            split = distinct_objects(values)
-            if split is not None:
+            split = _str_column(values)
+            if split is _NOT_STR:
+                return None
+            if split is None:
+                arrays.append(pa.array(values, pa.string()))
+            else:
                 codes, objects = split
-                if not all(type(o) is str for o in objects):
-                    return None
                 arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
                                                              pa.array(objects, pa.string())))
-            elif len(values) and pd.api.types.infer_dtype(values, skipna=False) != "string":
-                return None
-            else:
-                arrays.append(pa.array(values, pa.string()))
-        elif dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]":
+        elif _plain_dtype(dtype):
             arrays.append(pa.array(values))
         else:
             return None
@@ -176,18 +197,9 @@ class _WrittenFrames:
 
     @staticmethod
     def round_trips(frame: pd.DataFrame) -> bool:
-        index = frame.index
-        if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1 and index.name is None):
-            return False
-        if not all(isinstance(c, str) for c in frame.columns) or frame.columns.has_duplicates:
-            return False
-        for col, dtype in frame.dtypes.items():
-            if dtype == object:
-                if len(frame) and pd.api.types.infer_dtype(frame[col], skipna=False) != "string":
-                    return False
-            elif not (dtype in ("float64", "int64", "bool") or str(dtype) == "datetime64[ns]"):
-                return False
-        return True
+        return _plain_layout(frame) and all(
+            _str_column(frame.iloc[:, j].to_numpy()) is not _NOT_STR if dtype == object else _plain_dtype(dtype)
+            for j, dtype in enumerate(frame.dtypes))
 
     def put(self, path: str, frame: pd.DataFrame, budget_bytes: int) -> None:
         if is_s3(path) or budget_bytes <= 0:
