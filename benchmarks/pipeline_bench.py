@@ -104,7 +104,7 @@ def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1,
 
 
 # what every run's process imports before it can do any work: the code location, then the steps' libraries
-IMPORTS = "import retail_dagster.definitions, lightgbm, mlforecast, matplotlib.pyplot"
+IMPORTS = "import retail_dagster.definitions, lightgbm, mlforecast"
 
 
 def import_floor(env: dict, repeats: int = 3) -> float:

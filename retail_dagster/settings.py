@@ -11,7 +11,7 @@
 | RETAIL_DAGSTER_MODEL_CACHE | ./.model_cache | local folder of cached forecast models |
 | RETAIL_DAGSTER_MAX_STALENESS_DAYS | 0 | freshness tolerance: sales and inventory may end this many days before D-1 |
 | AWS_ENDPOINT_URL_S3 | unset | S3 endpoint (moto or MinIO in tests and dev) |
-| RETAIL_DAGSTER_METADATA_CHARTS | 1 | 0 = no PNG charts in asset metadata (the pilot's many runs need none) |
+| RETAIL_DAGSTER_METADATA_CHARTS | 1 | 0 = no charts in asset metadata (the pilot's many runs need none) |
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def audit_path() -> str:
 
 
 def metadata_charts() -> bool:
-    """Whether assets attach PNG charts to their metadata (they cost a few hundred ms per run)."""
+    """Whether assets attach charts to their metadata (the pilot's many runs skip them)."""
     return os.environ.get("RETAIL_DAGSTER_METADATA_CHARTS", "1") != "0"
 
 

@@ -199,14 +199,56 @@ def test_nb_quantiles_calibrated_on_simulated_counts():
     assert 0.75 <= cov <= 0.88
 
 
-def test_forecast_band_png(group_forecast, demo_tables):
-    from retail_dagster.core.plots import forecast_band_png, png_markdown, top_series
+def test_forecast_band_svg_draws_each_series_band_and_sales_where_they_are(group_forecast, demo_tables):
+    """The metadata chart is an SVG whose lines, mapped back through its axes, are the forecast and the sales."""
+    import base64
+    import xml.etree.ElementTree as ET
+
+    from retail_dagster.core.plots import _BOTTOM, _PANEL_H, _TOP, forecast_band_svg, image_markdown, top_series
 
     fc = group_forecast[0]
-    png = forecast_band_png(demo_tables["sales"], fc, top_series(fc, 3))
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    md = png_markdown(png)
-    assert md.startswith("![") and "data:image/png;base64," in md
+    top = top_series(fc, 3)
+    svg = forecast_band_svg(demo_tables["sales"], fc, top)
+    root = ET.fromstring(svg)  # well-formed XML
+    ns = "{http://www.w3.org/2000/svg}"
+    titles = [t.text for t in root.iter(ns + "text") if t.text and " @ " in t.text]
+    assert [t.split(" (")[0] for t in titles] == [f"{sku} @ {loc}" for sku, loc in top]
+
+    def coords(el):
+        return np.array([[float(v) for v in p.split(",")] for p in el.get("points").split()])
+
+    p50s = [coords(e) for e in root.iter(ns + "polyline") if e.get("class") == "p50"]
+    bands = [coords(e) for e in root.iter(ns + "polygon") if e.get("class") == "band"]
+    sales = [coords(e) for e in root.iter(ns + "polyline") if e.get("class") == "sales"]
+    assert len(p50s) == len(bands) == len(sales) == 3
+    for i, (sku, loc) in enumerate(top):
+        f = fc[(fc["sku_id"] == sku) & (fc["location_id"] == loc)].sort_values("target_date")
+        top_px, bottom_px = i * _PANEL_H + _TOP, (i + 1) * _PANEL_H - _BOTTOM
+        ymax = float(next(t.text for t in root.iter(ns + "text")
+                          if t.get("text-anchor") == "end" and abs(float(t.get("y")) - 3 - top_px) < 0.2))
+        back = (bottom_px - p50s[i][:, 1]) / (bottom_px - top_px) * ymax  # the p50 read back from the picture
+        np.testing.assert_allclose(back, np.clip(f["p50"].to_numpy(), 0, ymax), atol=ymax * 0.002)
+        assert ymax >= f["p90"].max()
+        n = len(f)
+        upper, lower = bands[i][:n], bands[i][n:][::-1]
+        assert (upper[:, 1] <= p50s[i][:, 1] + 1e-6).all() and (p50s[i][:, 1] <= lower[:, 1] + 1e-6).all()
+        assert np.all(np.diff(p50s[i][:, 0]) > 0)
+        assert sales[i][:, 0].max() < p50s[i][:, 0].min()  # the history, then the days ahead
+        assert ((sales[i][:, 1] >= top_px - 1e-6) & (sales[i][:, 1] <= bottom_px + 1e-6)).all()
+    md = image_markdown(svg, "forecast", "image/svg+xml")
+    assert md.startswith("![forecast](data:image/svg+xml;base64,")
+    assert base64.b64decode(md[len("![forecast](data:image/svg+xml;base64,"):-1]) == svg
+
+
+def test_forecast_band_svg_escapes_ids_and_draws_a_series_without_forecast(demo_tables):
+    from retail_dagster.core.plots import forecast_band_svg
+
+    import xml.etree.ElementTree as ET
+
+    empty = pd.DataFrame(columns=["sku_id", "location_id", "target_date", "p10", "p50", "p90", "mean", "model"])
+    svg = forecast_band_svg(demo_tables["sales"], empty, [("<A&B>", "S1")])
+    texts = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert "<A&B> @ S1 (no forecast)" in texts
 
 
 def test_intermittent_segment_uses_the_statsforecast_model_it_chose(demo_tables, plan_date):

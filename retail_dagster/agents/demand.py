@@ -21,7 +21,7 @@ from ..core.fingerprint import window_fingerprint
 from ..core.ids import factorize, max_by_series
 from ..core.forecasting import LOOKBACK_DAYS, ForecastSettings, active_series, anchor_date, forecast_for_date
 from ..core.plausibility import OutlierSettings, cap_outliers, describe_outliers, explained_days
-from ..core.plots import forecast_band_png, png_markdown, top_series
+from ..core.plots import forecast_band_svg, image_markdown, top_series
 from ..display import engine_counts, md_table, num
 from .base import Agent, Decision, engine_label
 from .sensing_llm import sense_demand, sensing_context
@@ -244,8 +244,8 @@ def forecast_metadata(forecast: pd.DataFrame, inputs: PlanningInputs, summary: F
         meta["holdout_wape_seasonal_naive"] = num(float(summary.seasonal_naive_holdout_wape))
     top = top_series(forecast, 3) if env_settings.metadata_charts() else []
     if top:
-        png = forecast_band_png(inputs.sales, forecast, top)
-        meta["forecast_bands"] = dg.MetadataValue.md(png_markdown(png))
+        svg = forecast_band_svg(inputs.sales, forecast, top)
+        meta["forecast_bands"] = dg.MetadataValue.md(image_markdown(svg, "forecast", "image/svg+xml"))
     return meta
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from .. import settings
 from ..core.storage import is_s3
-from ..core.plots import png_markdown
+from ..core.plots import image_markdown
 from ..pilot import ARMS, PilotConfig, format_report, report_markdown, run_pilot
 
 PILOT_GROUP = "pilot"
@@ -43,7 +43,7 @@ def closed_loop_pilot(context: dg.AssetExecutionContext, config: PilotRunConfig)
         chart = fh.read()
     meta = {
         "report": dg.MetadataValue.md(report_markdown(report)),
-        "chart": dg.MetadataValue.md(png_markdown(chart, "cumulative gross profit and lost units per arm")),
+        "chart": dg.MetadataValue.md(image_markdown(chart, "cumulative gross profit and lost units per arm")),
         "daily_kpis": dg.MetadataValue.path(os.path.join(out, "pilot_daily_kpis.parquet")),
         "guardrail_violations": dg.MetadataValue.int(int(report["guardrail_violations"])),
         "seconds": dg.MetadataValue.float(float(report["seconds"])),
