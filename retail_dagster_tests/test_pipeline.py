@@ -225,3 +225,44 @@ def test_bedrock_failures_fall_back_and_say_so(fake_bedrock, demo_path, model_ca
                 if e.asset_key.to_user_string() == "price_recommendations").materialization.metadata
     assert meta["llm_fallbacks"].value == len(recs)
     assert json.loads(json.dumps(meta["engines"].value)) == {"local_fallback": len(recs)}
+
+
+def test_a_run_releases_each_step_output_once_stored(tmp_path):
+    """`execute_partition` (the CLI's and the pilot's runs) runs a partition as a deployment's run worker does: a
+    step's output value is released once the IO manager stored it. `execute_in_process` keeps every output for its
+    result, which held a 10,000 x 10 group's input frames in memory through every later step."""
+    import gc
+    import weakref
+
+    from retail_dagster.cli import execute_partition
+
+    parts = dg.StaticPartitionsDefinition(["a"])
+    seen: dict = {}
+
+    @dg.asset(partitions_def=parts)
+    def upstream_frame() -> pd.DataFrame:
+        frame = pd.DataFrame({"x": np.arange(1000.0)})
+        seen["ref"] = weakref.ref(frame)
+        return frame
+
+    @dg.asset(partitions_def=parts)
+    def downstream_frame(upstream_frame: pd.DataFrame) -> pd.DataFrame:
+        gc.collect()
+        seen["upstream_alive"] = seen["ref"]() is not None
+        return upstream_frame.assign(y=upstream_frame["x"] * 2)
+
+    defs = dg.Definitions(assets=[upstream_frame, downstream_frame],
+                          jobs=[dg.define_asset_job("both", selection=[upstream_frame, downstream_frame])],
+                          resources={"io_manager": ParquetIOManager(base_path=str(tmp_path))})
+    job = defs.resolve_job_def("both")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = execute_partition(job, "a", instance, True, {})
+        assert result.success and seen["upstream_alive"] is False
+        out = pd.read_parquet(tmp_path / "downstream_frame" / "a.parquet")
+        assert out["y"].tolist() == [2.0 * v for v in range(1000)]
+        assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == \
+            {"upstream_frame", "downstream_frame"}
+        # the public call keeps it alive: the difference this test is about
+        assert job.execute_in_process(partition_key="a", instance=instance).success and seen["upstream_alive"]
+        with pytest.raises(dg.DagsterUnknownPartitionError, match="key `b`"):
+            execute_partition(job, "b", instance, True, {})
