@@ -188,3 +188,30 @@ def test_max_by_series_is_the_pandas_group_by():
     got = ids.max_by_series(frame, "units")
     ref = frame.groupby(["sku_id", "location_id"], as_index=False)["units"].max()
     pd.testing.assert_frame_equal(got, ref, check_exact=True)
+
+
+@pytest.mark.parametrize("with_missing", [False, True])
+def test_rows_in_is_the_multiindex_isin(with_missing):
+    """ids.rows_in (stock-out days left out of the elasticity fit) answers exactly what MultiIndex.isin answers."""
+    from retail_dagster.core import ids
+
+    rng = np.random.default_rng(5)
+    skus = np.array([f"SKU{i:03d}" for i in range(300)], dtype=object)
+    locs = np.array(["S1", "S2", "S10", "W1"], dtype=object)
+    days = pd.date_range("2026-01-01", periods=90).to_numpy()
+
+    def frame(n):
+        return pd.DataFrame({"date": days[rng.integers(0, 90, n)], "sku_id": skus[rng.integers(0, 300, n)],
+                             "location_id": locs[rng.integers(0, 4, n)]})
+
+    left, right = frame(60_000), frame(8_000)
+    right.loc[:99, ["date", "sku_id", "location_id"]] = left.loc[:99, ["date", "sku_id", "location_id"]].to_numpy()
+    right.loc[100:109, "sku_id"] = "NEW"  # values only one side has
+    if with_missing:
+        left.loc[rng.integers(0, len(left), 20), "sku_id"] = None
+        right.loc[110:114, "sku_id"] = None
+    cols = ["date", "sku_id", "location_id"]
+    got = ids.rows_in(left, right, cols)
+    ref = pd.MultiIndex.from_frame(left[cols]).isin(pd.MultiIndex.from_frame(right[cols]))
+    assert got.dtype == bool and np.array_equal(got, ref)
+    assert got[:100].all() and 0 < got.sum() < len(left)

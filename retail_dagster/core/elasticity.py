@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .ids import rows_in
+
 OUTPUT_COLUMNS = ["sku_id", "elasticity", "elasticity_se", "n_obs", "shrinkage_weight", "unpooled_elasticity"]
 
 
@@ -113,8 +115,7 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
         inv = inventory[["date", "sku_id", "location_id", "on_hand"]]
         inv = inv[(inv["on_hand"] <= 0) & (inv["date"] >= s["date"].min())]
         if len(inv):
-            out = pd.MultiIndex.from_frame(inv[["date", "sku_id", "location_id"]])
-            s = s[~pd.MultiIndex.from_frame(s[["date", "sku_id", "location_id"]]).isin(out)]
+            s = s[~rows_in(s, inv, ["date", "sku_id", "location_id"])]
     s = s.reset_index(drop=True)
     sku = sku_index.get_indexer(s["sku_id"]).astype(np.int64)
     n_obs = pd.Series(np.bincount(sku, minlength=len(cat_sku)), index=cat_sku)
