@@ -30,6 +30,18 @@ def test_pooled_estimate_recovers_the_generator_far_better_than_the_unpooled_fit
     assert np.corrcoef(m["elasticity"], m["true"])[0, 1] > 0
 
 
+def test_skipping_the_unpooled_fit_changes_only_its_own_column(demo_elasticities, demo):
+    """The pricing agent and the forecaster skip the SKU's own fit (reported, never deciding): every other column
+    is the same, bit for bit."""
+    t = demo.tables
+    fast = estimate_elasticities(t["sales"], t["catalog"], t["inventory"], t["events"], locations=t["locations"],
+                                 unpooled=False)
+    full = demo_elasticities[OUTPUT_COLUMNS]
+    pd.testing.assert_frame_equal(fast.drop(columns="unpooled_elasticity"),
+                                  full.drop(columns="unpooled_elasticity"), check_exact=True)
+    assert fast["unpooled_elasticity"].isna().all() and full["unpooled_elasticity"].notna().sum() > len(full) // 2
+
+
 def test_output_columns_and_ranges(demo_elasticities, demo):
     m = demo_elasticities
     assert list(m.columns[:len(OUTPUT_COLUMNS)]) == OUTPUT_COLUMNS

@@ -156,7 +156,7 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         inv = inputs.inventory_history
         inv = inv[inv["date"] < anchor] if inv is not None else None
         est = estimate_elasticities(sales, inputs.catalog, inv, inputs.events[inputs.events["date"] < anchor],
-                                    self.settings().elasticity, locations=inputs.locations)
+                                    self.settings().elasticity, locations=inputs.locations, unpooled=False)
         if path:
             buf = io.BytesIO()
             est.to_parquet(buf, index=False)

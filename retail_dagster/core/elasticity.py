@@ -326,12 +326,14 @@ def shrink(est: np.ndarray, se: np.ndarray, category: np.ndarray, cat_est: np.nd
 
 def estimate_elasticities(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame | None = None,
                           events: pd.DataFrame | None = None, settings: ElasticitySettings = ElasticitySettings(),
-                          locations: pd.DataFrame | None = None) -> pd.DataFrame:
+                          locations: pd.DataFrame | None = None, unpooled: bool = True) -> pd.DataFrame:
     """Own-price elasticity per catalog SKU.
 
     Columns: sku_id, elasticity (pooled, clipped to settings.clip), elasticity_se, n_obs (rows used),
     shrinkage_weight (weight on the SKU's own estimate, 0..1), unpooled_elasticity (the SKU's own fit with its own
     promo lift; NaN when its prices never moved). `locations` (with region) lets regional events count.
+    `unpooled=False` skips the SKU's own fit (a third of the fitting time), which is only reported, never
+    decides: its column is then NaN and the other columns are the same.
     """
     d, n_obs = _design(sales, catalog, inventory, events, locations, settings)
     skus = catalog["sku_id"].astype(str).to_numpy()
@@ -342,7 +344,7 @@ def estimate_elasticities(sales: pd.DataFrame, catalog: pd.DataFrame, inventory:
     if d is None:
         nan_c, inf_c = np.full(n_cat, np.nan), np.full(n_cat, np.inf)
         post, post_se, w = shrink(np.full(n_sku, np.nan), np.full(n_sku, np.inf), cat_codes, nan_c, inf_c, settings)
-        unpooled = np.full(n_sku, np.nan)
+        own_e = np.full(n_sku, np.nan)
     else:
         ident = np.arange(n_sku)
         # category-level fit (the shrinkage target), SKU-level fit with the category's promo lift (the estimate
@@ -350,9 +352,10 @@ def estimate_elasticities(sales: pd.DataFrame, catalog: pd.DataFrame, inventory:
         by_cat = _fit(d, cat_codes, n_cat, np.arange(n_cat), n_cat, settings)
         by_sku = _fit(d, ident, n_sku, cat_codes, n_cat, settings,
                       warm=(by_cat.raw_elasticity[cat_codes], by_cat.promo, by_cat.mu))
-        own = _fit(d, ident, n_sku, ident, n_sku, settings,
-                   warm=(by_sku.raw_elasticity, by_sku.promo[cat_codes], by_sku.mu))
-        unpooled = own.elasticity
+        own_e = np.full(n_sku, np.nan)
+        if unpooled:
+            own_e = _fit(d, ident, n_sku, ident, n_sku, settings,
+                         warm=(by_sku.raw_elasticity, by_sku.promo[cat_codes], by_sku.mu)).elasticity
         post, post_se, w = shrink(by_sku.elasticity, by_sku.se, cat_codes, by_cat.elasticity, by_cat.se, settings)
     return pd.DataFrame({
         "sku_id": skus,
@@ -360,5 +363,5 @@ def estimate_elasticities(sales: pd.DataFrame, catalog: pd.DataFrame, inventory:
         "elasticity_se": post_se,
         "n_obs": n_obs.reindex(skus).fillna(0).to_numpy().astype(np.int64),
         "shrinkage_weight": w,
-        "unpooled_elasticity": unpooled,
+        "unpooled_elasticity": own_e,
     })[OUTPUT_COLUMNS]

@@ -855,7 +855,7 @@ def _fit_elasticities(inputs: ForecastInputs, cut: pd.Timestamp, settings: Forec
         inv = inv[(inv["date"] < cut) & (inv["date"] >= first)]
     est = estimate_elasticities(s, inputs.catalog, inv, inputs.events[inputs.events["date"] < cut],
                                 settings=ElasticitySettings(history_days=None, max_iter=15, tol=0.2),
-                                locations=inputs.locations)
+                                locations=inputs.locations, unpooled=False)
     lo, hi = settings.elasticity_clip
     return pd.Series(np.clip(est["elasticity"].to_numpy(dtype=np.float64), lo, hi),
                      index=est["sku_id"].to_numpy(dtype=object))
