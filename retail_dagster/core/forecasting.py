@@ -851,8 +851,9 @@ def _fit_elasticities(inputs: ForecastInputs, cut: pd.Timestamp, settings: Forec
     s = inputs.sales
     s = s[(s["date"] < cut) & (s["date"] >= first) & s["location_id"].isin(_stores(inputs))]
     inv = inputs.inventory_history
-    if inv is not None:
-        inv = inv[(inv["date"] < cut) & (inv["date"] >= first)]
+    if inv is not None:  # the estimator reads only the stocked-out days: select them, not the whole window
+        inv = inv.loc[((inv["date"] < cut) & (inv["date"] >= first) & (inv["on_hand"] <= 0)).to_numpy(),
+                      ["date", "sku_id", "location_id", "on_hand"]]
     est = estimate_elasticities(s, inputs.catalog, inv, inputs.events[inputs.events["date"] < cut],
                                 settings=ElasticitySettings(history_days=None, max_iter=15, tol=0.2),
                                 locations=inputs.locations, unpooled=False)
