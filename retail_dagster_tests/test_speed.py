@@ -215,3 +215,26 @@ def test_rows_in_is_the_multiindex_isin(with_missing):
     ref = pd.MultiIndex.from_frame(left[cols]).isin(pd.MultiIndex.from_frame(right[cols]))
     assert got.dtype == bool and np.array_equal(got, ref)
     assert got[:100].all() and 0 < got.sum() < len(left)
+
+
+def test_history_note_helpers_are_the_pandas_counts():
+    """degenerate_history_note's fast counts answer what nunique answered (distinct days; any SKU with more than
+    one distinct price, NaN ignored)."""
+    from retail_dagster.agents.demand import _any_price_changed, _distinct_days
+
+    rng = np.random.default_rng(6)
+    n = 40_000
+    dates = pd.Series(pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 300, n) * 2, unit="D"))
+    assert _distinct_days(dates) == dates.nunique()
+    odd = dates.copy()
+    odd.iloc[:5] += pd.Timedelta(hours=3)  # not midnights: the hash count
+    odd.iloc[5] = pd.NaT
+    assert _distinct_days(odd) == odd.nunique()
+    skus = pd.Series(np.array([f"SKU{i:03d}" for i in range(200)], dtype=object)[rng.integers(0, 200, n)])
+    flat = skus.map({f"SKU{i:03d}": 1.0 + i for i in range(200)}).astype(float)
+    flat[rng.integers(0, n, 500)] = np.nan
+    some_of_017 = ((skus == "SKU017") & (np.arange(n) % 2 == 0)).to_numpy()
+    for prices, changed in [(flat, False), (flat.where(~some_of_017, 2.5), True)]:
+        ref = prices.groupby(skus).nunique().max() > 1
+        assert _any_price_changed(skus, prices) == ref == changed
+    assert _any_price_changed(skus, pd.Series(np.nan, index=skus.index)) is False

@@ -57,16 +57,41 @@ def degenerate_history_note(inputs: PlanningInputs) -> str:
     s = inputs.sales
     if s.empty:
         return "no sales history before the planning day: new-series profile (zero when nothing is known)"
-    days = s["date"].nunique()
+    days = _distinct_days(s["date"])
     if float(s["units"].sum()) <= 0:
         return (f"every sale in the {days}-day history is zero: no demand model can be fitted; statistical "
                 "fallback (forecast zero)")
     if days < 28:
         return f"only {days} day(s) of history: category x location profile instead of a trained model"
-    sku = factorize(s["sku_id"])[0]  # the prices each SKU was sold at, grouped on its id codes
-    if pd.Series(s["price"].to_numpy()[sku >= 0]).groupby(sku[sku >= 0]).nunique().max() <= 1:
+    if not _any_price_changed(s["sku_id"], s["price"]):
         return "prices never changed in the history: no price effect can be learnt (price features constant)"
     return ""
+
+
+def _distinct_days(dates: pd.Series) -> int:
+    """`dates.nunique()`, counted on a day grid when every value is a midnight (a bincount, not a hash table)."""
+    ns = dates.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ok = ns != np.iinfo(np.int64).min  # NaT
+    day_ns = 86_400 * 10 ** 9
+    if not ok.all() or (ns % day_ns).any():
+        return int(dates.nunique())
+    day = ns // day_ns
+    return int(np.count_nonzero(np.bincount(day - day.min())))
+
+
+def _any_price_changed(sku_ids: pd.Series, prices: pd.Series) -> bool:
+    """Whether some SKU was sold at more than one price (NaN prices ignored): the negation of "the largest number
+    of distinct prices per SKU is at most 1", from each SKU's smallest and largest price."""
+    sku = factorize(sku_ids)[0]
+    price = prices.to_numpy(dtype=np.float64)
+    ok = (sku >= 0) & ~np.isnan(price)
+    if not ok.any():
+        return False
+    n = int(sku.max()) + 1
+    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(lo, sku[ok], price[ok])
+    np.maximum.at(hi, sku[ok], price[ok])
+    return bool((hi > lo).any())
 
 
 @dataclasses.dataclass
