@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import ids
 from .ids import rows_in
 
 OUTPUT_COLUMNS = ["sku_id", "elasticity", "elasticity_se", "n_obs", "shrinkage_weight", "unpooled_elasticity"]
@@ -73,28 +74,47 @@ class _Design:
     n_level: int
 
 
-def _event_codes(frame: pd.DataFrame, events: pd.DataFrame | None, locations: pd.DataFrame | None,
+def _regions(loc: np.ndarray, loc_ids: np.ndarray,
+             locations: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(region name per row, "ALL" when unknown; its code in order of first appearance; number of regions), from
+    the rows' location codes (`loc`, in order of first appearance, indexing `loc_ids`): what mapping every row's
+    location and factorizing the result gives, computed on the few distinct locations."""
+    if locations is not None and "region" in locations.columns:
+        region = pd.Series(loc_ids).map(locations.set_index("location_id")["region"]).fillna("ALL")
+    else:
+        region = pd.Series("ALL", index=range(len(loc_ids)), dtype=object)
+    codes, uniques = pd.factorize(region.astype(str), sort=False)
+    return region.to_numpy(dtype=object)[loc], codes.astype(np.int64)[loc], len(uniques)
+
+
+def _event_codes(frame: pd.DataFrame, events: pd.DataFrame | None, region: np.ndarray,
                  group: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """Per row: (sku_group x event-day type) code and the number of types (type 0 = no event); None if no events."""
+    """Per row: (sku_group x event-day type) code and the number of types (type 0 = no event); None if no events.
+    `region` is each row's region name."""
     if events is None or events.empty:
         return None
     ev = events[["date", "region", "event_type"]].copy()
-    region = pd.Series("ALL", index=frame.index, dtype=object)
-    if locations is not None and "region" in locations.columns:
-        region = frame["location_id"].map(locations.set_index("location_id")["region"]).fillna("ALL")
     # an event for region ALL applies everywhere: expand to every region seen
-    regions = sorted(set(region.unique()) | set(ev["region"].unique()) - {"ALL"}) or ["ALL"]
+    regions = sorted(set(pd.unique(region)) | set(ev["region"].unique()) - {"ALL"}) or ["ALL"]
     all_rows = ev[ev["region"] == "ALL"]
     ev = pd.concat([ev[ev["region"] != "ALL"]] + [all_rows.assign(region=r) for r in regions], ignore_index=True)
     # several events on one day and region form one combined type
     ev = ev.groupby(["date", "region"], sort=False)["event_type"].agg(lambda s: "+".join(sorted(set(s))))
-    key = pd.MultiIndex.from_arrays([frame["date"].to_numpy(), region.to_numpy()])
-    etype = pd.Series(ev.reindex(key).to_numpy(), index=frame.index).fillna("")
+    # each row's type, looked up once per distinct (date, region) pair
+    d_codes, d_uniq = pd.factorize(frame["date"].to_numpy())
+    r_codes, r_uniq = ids.factorize(region)
+    width = max(len(r_uniq), 1)
+    if (d_codes < 0).any() or (r_codes < 0).any():  # a missing date or region: look every row up
+        p_codes, key = np.arange(len(frame)), pd.MultiIndex.from_arrays([frame["date"].to_numpy(), region])
+    else:
+        p_codes, pairs = pd.factorize(d_codes.astype(np.int64) * width + r_codes)
+        key = pd.MultiIndex.from_arrays([d_uniq[pairs // width], r_uniq[pairs % width]])
+    etype = pd.Series(ev.reindex(key).to_numpy()).fillna("")
     t_codes, t_uniq = pd.factorize(etype, sort=True)  # "" sorts first
     if len(t_uniq) <= 1 and (len(t_uniq) == 0 or t_uniq[0] == ""):
         return None
     offset = 0 if len(t_uniq) and t_uniq[0] == "" else 1
-    t_codes = t_codes + offset  # 0 = no event
+    t_codes = t_codes[p_codes] + offset  # 0 = no event
     n_t = len(t_uniq) + offset
     return group * n_t + t_codes, n_t
 
@@ -106,31 +126,35 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     sku_index = pd.Index(cat_sku)
     cat_codes, cat_uniq = pd.factorize(catalog["category"].astype(str))
     grp_codes, _ = pd.factorize(catalog["sku_group"].astype(str)) if "sku_group" in catalog else (cat_codes, None)
-    s = sales[["date", "sku_id", "location_id", "units", "price", "on_promotion"]]
-    if settings.history_days is not None and len(s):
-        s = s[s["date"] > s["date"].max() - pd.Timedelta(days=settings.history_days)]
-    s = s[s["sku_id"].isin(sku_index) & (s["price"] > 0) & s["units"].notna()]
-    if inventory is not None and len(inventory) and len(s):
-        # a day that ended with nothing on hand sold what there was, not what was wanted: drop it
-        inv = inventory[["date", "sku_id", "location_id", "on_hand"]]
-        inv = inv[(inv["on_hand"] <= 0) & (inv["date"] >= s["date"].min())]
+    # which rows the fit uses, decided on the columns as they are, then one copy of those rows (each filter step
+    # used to copy the whole window: gigabytes at 10,000 SKUs x 10 stores)
+    sku_codes, sku_ids = ids.factorize(sales["sku_id"])
+    sku_of_id = sku_index.get_indexer(sku_ids)  # catalog position of each distinct id, -1 when not in it
+    keep = (sku_codes >= 0) & (sku_of_id[sku_codes] >= 0) if len(sku_ids) else np.zeros(len(sales), dtype=bool)
+    keep &= ((sales["price"] > 0) & sales["units"].notna()).to_numpy()
+    if settings.history_days is not None and len(sales):
+        keep &= (sales["date"] > sales["date"].max() - pd.Timedelta(days=settings.history_days)).to_numpy()
+    if inventory is not None and len(inventory) and keep.any():
+        # a day that ended with nothing on hand sold what there was, not what was wanted: drop it (membership is
+        # per row, so testing every row against every stocked-out day keeps exactly the same rows)
+        inv = inventory.loc[(inventory["on_hand"] <= 0).to_numpy(), ["date", "sku_id", "location_id"]]
         if len(inv):
-            s = s[~rows_in(s, inv, ["date", "sku_id", "location_id"])]
-    s = s.reset_index(drop=True)
-    sku = sku_index.get_indexer(s["sku_id"]).astype(np.int64)
+            keep &= ~rows_in(sales, inv, ["date", "sku_id", "location_id"])
+    s = sales.loc[keep, ["date", "sku_id", "location_id", "units", "price", "on_promotion"]]
+    s.index = pd.RangeIndex(len(s))
+    sku = sku_of_id[sku_codes[keep]].astype(np.int64)
     n_obs = pd.Series(np.bincount(sku, minlength=len(cat_sku)), index=cat_sku)
     if s.empty:
         return None, n_obs
 
     day = ((s["date"] - s["date"].min()).dt.days).to_numpy().astype(np.int64)
     n_day = int(day.max()) + 1
-    loc, n_loc = _codes(s["location_id"])
+    loc, loc_ids = ids.factorize(s["location_id"])
+    loc, n_loc = loc.astype(np.int64), len(loc_ids)
     sl = sku * n_loc + loc
     cat = cat_codes[sku]
     level = sl * (n_day // settings.level_days + 1) + day // settings.level_days
-    region = s["location_id"].map(locations.set_index("location_id")["region"]) if locations is not None \
-        and "region" in locations.columns else pd.Series("ALL", index=s.index)
-    reg, n_reg = _codes(region.fillna("ALL").astype(str))
+    region, reg, n_reg = _regions(loc, loc_ids, locations)
     season = (cat * n_reg + reg) * (n_day // settings.season_days + 1) + day // settings.season_days
     y = s["units"].to_numpy(dtype=float)
     logp = np.log(s["price"].to_numpy(dtype=float))
@@ -143,7 +167,7 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     skus_per_loc = np.bincount(np.unique(sl) % n_loc, minlength=n_loc)
     if skus_per_loc.min() >= settings.min_location_skus:
         raw.append((loc * n_day + day, None))
-    ev = _event_codes(s, events, locations, grp_codes[sku])
+    ev = _event_codes(s, events, region, grp_codes[sku])
     if ev is not None:
         raw.append((ev[0], "event"))
 
