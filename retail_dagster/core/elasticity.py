@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from . import ids
-from .ids import rows_in
 
 OUTPUT_COLUMNS = ["sku_id", "elasticity", "elasticity_se", "n_obs", "shrinkage_weight", "unpooled_elasticity"]
 
@@ -48,11 +47,6 @@ class ElasticitySettings:
     max_step: float = 1.0  # Newton step limit (log units)
     effect_sweeps: int = 1  # closed-form fixed-effect sweeps per Newton step
     demean_sweeps: int = 1  # alternating-projection sweeps when profiling the fixed effects out of the Newton step
-
-
-def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
-    codes, uniq = pd.factorize(values, sort=False)
-    return codes.astype(np.int64), len(uniq)
 
 
 def _compact(codes: np.ndarray) -> tuple[np.ndarray, int]:
@@ -139,7 +133,7 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
         # per row, so testing every row against every stocked-out day keeps exactly the same rows)
         inv = inventory.loc[(inventory["on_hand"] <= 0).to_numpy(), ["date", "sku_id", "location_id"]]
         if len(inv):
-            keep &= ~rows_in(sales, inv, ["date", "sku_id", "location_id"])
+            keep &= ~ids.rows_in(sales, inv, ["date", "sku_id", "location_id"])
     s = sales.loc[keep, ["date", "sku_id", "location_id", "units", "price", "on_promotion"]]
     s.index = pd.RangeIndex(len(s))
     sku = sku_of_id[sku_codes[keep]].astype(np.int64)
