@@ -67,31 +67,49 @@ def test_streaming_equals_in_memory(small, streamed):
 
 
 def test_streamed_files_load_and_validate_like_memory(small, streamed):
+    """The same rows; the files hold them clustered by SKU group (test_file_dtypes_and_group_clustered_row_groups),
+    so the whole tables are compared in key order, and each group's rows in the order memory gives them."""
     loaded = load_tables(streamed[0])
     memory = validate_tables(small.tables)
-    for name in ("sales", "inventory", "catalog"):
-        pd.testing.assert_frame_equal(loaded[name].reset_index(drop=True), memory[name].reset_index(drop=True),
-                                      obj=name)
+    for name in ("sales", "inventory", "promotions", "catalog"):
+        keys = ROW_KEYS.get(name, ["sku_id"])
+        pd.testing.assert_frame_equal(loaded[name].sort_values(keys).reset_index(drop=True),
+                                      memory[name].sort_values(keys).reset_index(drop=True), obj=name)
+    catalog = memory["catalog"]
+    for group in sorted(catalog["sku_group"].unique()):
+        by_group = load_tables(streamed[0], sku_group=group)
+        skus = set(catalog.loc[catalog["sku_group"] == group, "sku_id"])
+        for name in ("sales", "inventory", "promotions"):
+            expected = memory[name][memory[name]["sku_id"].isin(skus)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(by_group[name], expected, obj=f"{group} {name}")
 
 
-def test_file_dtypes_and_sku_sorted_row_groups(streamed):
+def test_file_dtypes_and_group_clustered_row_groups(small, streamed):
     out, _ = streamed
-    for name in ("sales", "inventory", "truth/demand"):
+    group_of = small.tables["catalog"].set_index("sku_id")["sku_group"]
+    for name in ("sales", "inventory", "promotions", "truth/demand"):
         f = pq.ParquetFile(os.path.join(out, *name.split("/")) + ".parquet")
         schema = f.schema_arrow
         assert pa.types.is_dictionary(schema.field("sku_id").type), name
         assert pa.types.is_dictionary(schema.field("location_id").type), name
-        assert schema.field("date").type == pa.timestamp("ns"), name
-        assert schema.field("price" if name != "inventory" else "on_hand").type == pa.float64(), name
+        date = "date" if name != "promotions" else "start_date"
+        assert schema.field(date).type == pa.timestamp("ns"), name
+        value = {"inventory": "on_hand", "promotions": "discount_pct"}.get(name, "price")
+        assert schema.field(value).type == pa.float64(), name
         assert f.metadata.num_row_groups >= 3, name  # at least one per block
         frame = _read(out, name)
-        assert frame[["sku_id", "date", "location_id"]].equals(
-            frame[["sku_id", "date", "location_id"]].sort_values(["sku_id", "date", "location_id"])), name
-        # row-group statistics on sku_id are ordered and non-overlapping, so readers can skip by SKU
-        col = f.schema_arrow.get_field_index("sku_id")
-        bounds = [(f.metadata.row_group(i).column(col).statistics.min,
-                   f.metadata.row_group(i).column(col).statistics.max) for i in range(f.metadata.num_row_groups)]
-        assert all(lo <= hi for lo, hi in bounds) and all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:])), name
+        keys = ROW_KEYS[name]
+        if name not in demo_mod.GROUP_CLUSTERED:  # sorted by sku_id: row-group statistics skip by SKU
+            assert frame[keys].equals(frame[keys].sort_values(keys)), name
+            continue
+        # one SKU group per row group, its dictionary holding only the SKUs it uses (what the reader skips by)
+        for i in range(f.metadata.num_row_groups):
+            ids = f.read_row_group(i, columns=["sku_id"]).column(0).combine_chunks()
+            assert set(ids.dictionary.to_pylist()) == set(ids.dictionary.take(ids.indices).to_pylist()), name
+            assert group_of[ids.dictionary.to_pylist()].nunique() == 1, (name, i)
+        # within a group, rows keep the sorted order
+        for _, rows in frame.groupby(frame["sku_id"].map(group_of), sort=False):
+            assert rows[keys].reset_index(drop=True).equals(rows[keys].sort_values(keys).reset_index(drop=True)), name
     sales = pd.read_parquet(os.path.join(out, "sales.parquet"), filters=[("sku_id", "in", ["SKU00012"])])
     assert set(sales["sku_id"].astype(str)) == {"SKU00012"} and len(sales) > 0
 

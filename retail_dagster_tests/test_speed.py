@@ -7,12 +7,14 @@ import os
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from retail_dagster.core import storage
 from retail_dagster.core.asof import GROUP_ATTR, planning_inputs
 from retail_dagster.core.contracts import ContractError, _duplicated, validate_table
-from retail_dagster.core.loading import first_sales_date, load_tables, read_groups
+from retail_dagster.core.loading import first_sales_date, load_tables, read_groups, read_raw_table
 
 DATE = pd.Timestamp("2026-11-25")
 
@@ -130,6 +132,120 @@ def test_group_slice_read_equals_the_slice_of_the_whole(demo_path, demo_tables, 
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
         assert not got.attrs
     assert fast.notes == whole.notes
+
+
+def _arrow(frame: pd.DataFrame, dictionary: bool) -> pa.Table:
+    """The frame as Arrow, its ids as plain strings or as dictionary columns holding only the values present."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for name in ("sku_id", "location_id") if dictionary else ():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).combine_chunks().dictionary_encode())
+    return table
+
+
+def _write_sales(frame: pd.DataFrame, file: str, dictionary: bool, row_group_rows: int) -> str:
+    pq.write_table(_arrow(frame, dictionary), file, row_group_size=row_group_rows)
+    return file
+
+
+def _sales_layouts(sales: pd.DataFrame, group_of: pd.Series) -> dict[str, pd.DataFrame]:
+    """The same rows in orders a user's file may have: shuffled, sorted by SKU (statistics prune), clustered by
+    SKU group with ids interleaving the groups (only the dictionary pass prunes)."""
+    shuffled = sales.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    by_sku = sales.sort_values(["sku_id", "date", "location_id"]).reset_index(drop=True)
+    group = sales["sku_id"].map(group_of).fillna("").to_numpy()
+    by_group = sales.iloc[np.argsort(group, kind="stable")].reset_index(drop=True)
+    return {"shuffled": shuffled, "by_sku": by_sku, "by_group": by_group}
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_group_read_is_the_group_rows_whatever_the_file_order(demo_tables, tmp_path, dictionary):
+    catalog = demo_tables["catalog"]
+    group_of = catalog.set_index("sku_id")["sku_group"]
+    sales = demo_tables["sales"].copy()
+    sales.loc[[5, 900], "sku_id"] = None  # rows without a SKU belong to no group
+    since, until = sales["date"].max() - pd.Timedelta(days=60), sales["date"].max() - pd.Timedelta(days=5)
+    for layout, frame in _sales_layouts(sales, group_of).items():
+        file = _write_sales(frame, str(tmp_path / f"{layout}.parquet"), dictionary, row_group_rows=len(frame) // 7)
+        for group in [*sorted(catalog["sku_group"].unique()), "none"]:
+            skus = catalog.loc[catalog["sku_group"] == group, "sku_id"].tolist() or ["SKU-NOT-THERE"]
+            got = read_raw_table(file, skus=skus, since=since, until=until)
+            keep = frame["sku_id"].isin(skus) & (frame["date"] >= since) & (frame["date"] < until)
+            want = frame[keep.to_numpy()].reset_index(drop=True)
+            got = got.astype({c: object for c in ("sku_id", "location_id") if c in got})
+            pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"{layout} {group}")
+
+
+def _row_groups_decoded(monkeypatch) -> list[int]:
+    """Row groups read with more than their sku_id column (the dictionary pass reads only that one)."""
+    decoded = []
+    real = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, *args, **kwargs):
+        if columns != ["sku_id"]:
+            decoded.append(i)
+        return real(self, i, columns, *args, **kwargs)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    return decoded
+
+
+def test_a_group_clustered_file_is_read_in_its_group_row_groups_only(demo_tables, tmp_path, monkeypatch):
+    catalog = demo_tables["catalog"]
+    group_of = catalog.set_index("sku_id")["sku_group"]
+    frame = _sales_layouts(demo_tables["sales"], group_of)["by_group"]
+    # one row group per SKU group, dictionaries holding only the SKUs of their row group (as the demo writes)
+    file = str(tmp_path / "sales.parquet")
+    with pq.ParquetWriter(file, _arrow(frame, True).schema) as writer:
+        for _, rows in frame.groupby(frame["sku_id"].map(group_of), sort=True):
+            writer.write_table(_arrow(rows.reset_index(drop=True), True))
+    with pq.ParquetFile(file) as pf:
+        row_group_of = {}
+        for i in range(pf.metadata.num_row_groups):
+            row_group_of[group_of[pf.read_row_group(i, columns=["sku_id"]).column(0)[0].as_py()]] = i
+    plain_file = _write_sales(frame, str(tmp_path / "plain.parquet"), False, row_group_rows=len(frame) // 5 + 1)
+    decoded = _row_groups_decoded(monkeypatch)
+    for group, i in row_group_of.items():
+        skus = catalog.loc[catalog["sku_group"] == group, "sku_id"].tolist()
+        decoded.clear()
+        got = read_raw_table(file, skus=skus)
+        assert decoded == [i] and len(got) == frame["sku_id"].isin(skus).sum()
+        # plain strings interleaving the groups: no statistics rule a row group out, the whole file is read
+        decoded.clear()
+        assert len(read_raw_table(plain_file, skus=skus)) == len(got) and decoded == []  # pyarrow's own scan
+
+
+def test_streamed_demo_group_read_decodes_a_fifth_of_the_row_groups(tmp_path, monkeypatch):
+    from retail_dagster.core.demo import write_demo_streaming
+
+    write_demo_streaming(str(tmp_path), n_skus=30, n_stores=2, n_warehouses=1, n_days=60, block_skus=10)
+    catalog = pd.read_parquet(tmp_path / "catalog.parquet")
+    skus = catalog.loc[catalog["sku_group"] == catalog["sku_group"].iloc[0], "sku_id"].astype(str).tolist()
+    decoded = _row_groups_decoded(monkeypatch)
+    sales = read_raw_table(str(tmp_path / "sales.parquet"), skus=skus)
+    assert 0 < len(decoded) == pq.ParquetFile(tmp_path / "sales.parquet").metadata.num_row_groups // 5
+    assert set(sales["sku_id"].astype(str)) == set(skus)
+
+
+def test_bad_rows_of_a_pruned_read_are_named(demo_tables, tmp_path):
+    """Pruning changes which row groups are decoded, not what validation reports: file, column, rows."""
+    catalog = demo_tables["catalog"]
+    group_of = catalog.set_index("sku_id")["sku_group"]
+    group = sorted(catalog["sku_group"].unique())[0]
+    frame = _sales_layouts(demo_tables["sales"], group_of)["by_group"]
+    bad = np.flatnonzero(frame["sku_id"].map(group_of).to_numpy() == group)[[3, 10]]
+    frame.loc[bad, "units"] = -1.0
+    src = str(tmp_path / "files")
+    os.makedirs(src)
+    for name, table in demo_tables.items():
+        if name == "sales":
+            _write_sales(frame, os.path.join(src, "sales.parquet"), True, row_group_rows=len(frame) // 9)
+        else:
+            table.to_parquet(os.path.join(src, f"{name}.parquet"), index=False)
+    with pytest.raises(ContractError) as err:
+        load_tables(src, sku_group=group)
+    message = str(err.value)
+    assert "sales.parquet" in message and "column 'units'" in message and "(2 rows)" in message
+    load_tables(src, sku_group=sorted(catalog["sku_group"].unique())[1])  # another group's rows are clean
 
 
 def test_partition_setup_reads_no_fact_table(demo_path, demo_tables, monkeypatch):

@@ -550,6 +550,13 @@ _NO_DICTIONARY = {"expected_demand", "base_rate", "description", "visitors", "te
                   "promo_lift"}  # near-unique values: dictionary pages would only be built and thrown away
 
 
+def _used_labels(ids: _Ids) -> _Ids:
+    """The same ids with only the labels they use: pyarrow writes a dictionary column's labels as the row group's
+    dictionary page, used or not, and a reader tells a row group's SKUs by that dictionary."""
+    used = np.unique(ids.codes)
+    return _Ids(np.searchsorted(used, ids.codes).astype(np.int32), ids.labels[used])
+
+
 def _arrow_table(cols: dict[str, np.ndarray | _Ids]):
     import pyarrow as pa
 
@@ -568,6 +575,10 @@ def _arrow_table(cols: dict[str, np.ndarray | _Ids]):
     return pa.table(arrays, names=names)
 
 
+# the observed SKU-keyed tables a partition reads by SKU group (loading.SKU_KEYED): written clustered by group
+GROUP_CLUSTERED = ("sales", "inventory", "promotions")
+
+
 class _ParquetSink:
     """One Parquet file written in row groups to `<target>.tmp`, renamed onto `target` by `commit`."""
 
@@ -584,6 +595,16 @@ class _ParquetSink:
                                            use_dictionary=[c for c in table.column_names if c not in _NO_DICTIONARY])
         self.writer.write_table(table, row_group_size=1 << 20)
         self.rows += table.num_rows
+
+    def write_by_group(self, cols: dict[str, np.ndarray | _Ids], group_of_row: np.ndarray) -> None:
+        """Write `cols` as row groups of one SKU group each (groups in name order, rows in their order within a
+        group): a reader of one group then decodes only its own row groups (`loading._row_groups_holding`)."""
+        names, rank = np.unique(group_of_row, return_inverse=True)
+        order = np.argsort(rank, kind="stable")
+        bounds = np.searchsorted(rank[order], np.arange(len(names) + 1))
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rows = order[lo:hi]
+            self.write({c: _used_labels(v.take(rows)) if isinstance(v, _Ids) else v[rows] for c, v in cols.items()})
 
     def close(self) -> None:
         if self.writer is not None:
@@ -606,8 +627,12 @@ def write_demo_streaming(out: str, n_skus: int = DemoSize.n_skus, n_stores: int 
     """Write the demo data set that `generate_demo` returns for the same arguments, one SKU block at a time, as
     `<out>/<table>.parquet` and `<out>/truth/<name>.parquet` (the layout of `write_demo`, read by `load_tables`).
 
-    Memory holds one block's rows at a time. Rows are sorted by sku_id then date (then location_id), at least one
-    row group per block, so a reader can skip row groups by their sku_id statistics. Ids are dictionary columns,
+    Memory holds one block's rows at a time. The tables a partition reads by SKU group (GROUP_CLUSTERED) hold
+    each block's rows as row groups of one SKU group each, in group name order; within a group, rows keep the
+    block's order (sku_id, date, location_id for sales and inventory). The demo's SKU ids interleave the groups, so
+    no sku_id statistics could tell the groups apart: the reader skips a row group whose sku_id dictionary holds
+    none of the group's SKUs, and a group's rows come back in the order an unclustered file would give them.
+    The other tables are sorted by sku_id then date (then location_id), at least one row group per block. Ids are dictionary columns,
     dates timestamp[ns], prices float64. Every file is written to `<file>.tmp` and renamed into place once all
     blocks are written, so a failure leaves the previous files. Returns rows written per table ("truth/demand"...).
     """
@@ -620,8 +645,16 @@ def write_demo_streaming(out: str, n_skus: int = DemoSize.n_skus, n_stores: int 
         for t, frame in small.items():
             sinks[t].write({c: frame[c].to_numpy() for c in frame.columns})
         for blk in _blocks(net):
+            catalog = blk["catalog"]
+            group_of_label = catalog["sku_group"][pd.Index(catalog["sku_id"].to_numpy()).get_indexer(
+                blk["sales"]["sku_id"].labels)]
             for t in BLOCK_TABLES:
-                sinks[t].write(blk[t])
+                if t in GROUP_CLUSTERED:
+                    ids = blk[t]["sku_id"]
+                    assert ids.labels is blk["sales"]["sku_id"].labels  # one label array per block
+                    sinks[t].write_by_group(blk[t], group_of_label[ids.codes])
+                else:
+                    sinks[t].write(blk[t])
             del blk  # release the block's rows before generating the next one
         for s in sinks.values():
             s.close()
