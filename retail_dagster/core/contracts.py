@@ -287,9 +287,10 @@ def _coerce(series: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
 
 
 def _int_codes(values: pd.Series) -> tuple[np.ndarray, int]:
-    """(codes in 0..n-1, n) with equal values (missing ones included) sharing a code."""
+    """(codes, n): equal values (missing ones included) share a code, and the codes take at most n consecutive
+    values: 0..n-1, or -1..n-2 for a categorical's own codes (-1 missing), read as they are (no converted copy)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.codes.to_numpy().astype(np.int64) + 1, len(values.cat.categories) + 1
+        return values.cat.codes.to_numpy(), len(values.cat.categories) + 1
     if values.dtype == "datetime64[ns]":
         ns = values.to_numpy().view("i8")
         nat = ns == np.iinfo("i8").min
@@ -308,10 +309,13 @@ def _duplicated(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
         return frame.duplicated(key, keep=False).to_numpy()
 
     def pack(order, rows=slice(None)) -> np.ndarray:
-        packed = np.zeros(len(range(len(frame))[rows]), dtype=np.int64)
-        for col in order:
+        # mixed radix, each digit spanning its n consecutive codes: one-to-one and order-preserving (a digit's
+        # offset, -1 for categorical codes, only shifts every packing by the same constant); built in place
+        packed = codes[order[0]][0][rows].astype(np.int64)
+        for col in order[1:]:
             c, n = codes[col]
-            packed = packed * n + c[rows]
+            packed *= n
+            packed += c[rows]
         return packed
 
     # files are usually written sorted by their key in some column order: a strictly increasing packing (checked on
@@ -326,14 +330,24 @@ def _duplicated(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
     return pd.Index(pack(key)).duplicated(keep=False)
 
 
+def _may_share_data(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two columns may hold the same memory (numpy-backed ones compared by their buffers' bounds)."""
+    def buffer(values: pd.Series):
+        return values.to_numpy() if isinstance(values.dtype, np.dtype) else None  # no conversion of extensions
+    x, y = buffer(a), buffer(b)
+    return x is None or y is None or np.may_share_memory(x, y)
+
+
 def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
                    known_keys: Mapping[tuple[str, str], pd.Index] | None = None,
-                   raise_errors: bool = True) -> tuple[pd.DataFrame, list[Problem]]:
+                   raise_errors: bool = True, owned: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
     """Validate and coerce one table against its contract.
 
     `known_keys` maps (table, column) to the valid values for foreign-key checks (e.g. catalog sku_id).
     Returns the coerced frame (contract column order, canonical dtypes) and the problems found; raises
-    ContractError when there are problems and `raise_errors` is true.
+    ContractError when there are problems and `raise_errors` is true. A clean table's frame shares no data with
+    `frame` unless `owned` (the caller hands `frame` over, e.g. a table just read from a file): then columns that
+    need no coercion are taken as they are instead of copied.
     """
     contract = CONTRACTS[name]
     problems: list[Problem] = []
@@ -359,10 +373,10 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
     if problems:
         return frame, problems
 
-    out = pd.DataFrame(index=frame.index)
+    cols: dict[str, pd.Series] = {}
     for col in contract.columns:
         if col.name not in frame.columns:
-            out[col.name] = pd.Series(np.nan, index=frame.index, dtype="float64") if col.kind in (FLOAT, INT) \
+            cols[col.name] = pd.Series(np.nan, index=frame.index, dtype="float64") if col.kind in (FLOAT, INT) \
                 else pd.Series(pd.NA, index=frame.index, dtype="string")
             continue
         coerced, bad = _coerce(frame[col.name], col)
@@ -391,7 +405,9 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
             m = coerced.notna().to_numpy() & ~coerced.isin(col.allowed).to_numpy()
             if m.any():
                 add(col.name, f"value not in {list(col.allowed)}", m)
-        out[col.name] = coerced
+        cols[col.name] = coerced
+    # one block per column, as column-by-column assignment would give, without copying each column on the way
+    out = pd.DataFrame(cols, copy=False)
 
     # duplicate keys (only when the key columns parsed)
     if all(k in out.columns for k in contract.key) and len(out):
@@ -419,7 +435,11 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
         if known_keys is None or (ref_table, ref_col) not in known_keys or col_name not in out.columns:
             continue
         valid = known_keys[(ref_table, ref_col)]
-        m = out[col_name].notna().to_numpy() & ~out[col_name].isin(valid).to_numpy()
+        values = out[col_name]
+        if isinstance(values.dtype, pd.CategoricalDtype):  # each category looked up once, rows by their codes
+            m = ~np.append(values.cat.categories.isin(valid), True)[values.cat.codes.to_numpy()]
+        else:
+            m = values.notna().to_numpy() & ~values.isin(valid).to_numpy()
         if m.any():
             unknown = pd.unique(out.loc[m, col_name])[:5].tolist()
             add(col_name, f"unknown {ref_col} (not in {ref_table}): {unknown}", m)
@@ -427,14 +447,19 @@ def validate_table(name: str, frame: pd.DataFrame, file: str = "<memory>",
     # canonical dtypes for clean tables
     if not problems:
         for col in contract.columns:
+            values = cols[col.name]
             if col.kind == INT and not col.nullable:
-                out[col.name] = out[col.name].astype("int64")
+                values = values.astype("int64")
             elif col.kind == BOOL:
-                out[col.name] = out[col.name].astype(bool)
-            elif col.kind == STRING and _string_categories(out[col.name]):
-                out[col.name] = plain_strings(out[col.name])
-            elif col.kind == STRING and out[col.name].dtype != object:
-                out[col.name] = out[col.name].astype(object)
+                values = values.astype(bool, copy=False)
+            elif col.kind == STRING and _string_categories(values):
+                values = plain_strings(values)
+            elif col.kind == STRING and values.dtype != object:
+                values = values.astype(object)
+            if not owned and col.name in frame.columns and _may_share_data(values, frame[col.name]):
+                values = values.copy()  # the caller keeps its frame: the output must not change with it
+            cols[col.name] = values
+        out = pd.DataFrame(cols, copy=False)
     if problems and raise_errors:
         raise ContractError(problems)
     return out, problems
@@ -475,8 +500,9 @@ def foreign_keys(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], pd
 
 
 def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str] | None = None,
-                    ) -> dict[str, pd.DataFrame]:
-    """Validate a whole data set (all tables in CONTRACTS); raise one ContractError listing every problem."""
+                    owned: bool = False) -> dict[str, pd.DataFrame]:
+    """Validate a whole data set (all tables in CONTRACTS); raise one ContractError listing every problem.
+    `owned`: the caller hands the frames over (validate_table)."""
     files = files or {}
     problems: list[Problem] = []
     missing = [t for t in TABLE_NAMES if t not in tables]
@@ -486,13 +512,14 @@ def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str]
     # dimension tables first so fact tables can be checked against them
     for t in ("catalog", "locations"):
         if t in tables:
-            clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), raise_errors=False)
+            clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), raise_errors=False, owned=owned)
             problems += p
     keys = foreign_keys({t: f for t, f in clean.items()})
     for t in TABLE_NAMES:
         if t in ("catalog", "locations") or t not in tables:
             continue
-        clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), known_keys=keys, raise_errors=False)
+        clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), known_keys=keys, raise_errors=False,
+                                     owned=owned)
         problems += p
     if problems:
         raise ContractError(problems)
