@@ -103,6 +103,35 @@ def test_categorical_ids_validate_to_the_same_frame_and_problems(demo_tables):
     assert "column 'units'" in str(fast_err.value) and "'row': 7" in str(fast_err.value)
 
 
+def test_validated_frame_shares_no_data_with_the_callers_unless_handed_over(demo_tables):
+    sales = demo_tables["sales"].head(2000).reset_index(drop=True)
+    kept, _ = validate_table("sales", sales)
+    handed, _ = validate_table("sales", sales.copy(), owned=True)
+    pd.testing.assert_frame_equal(handed, kept, check_exact=True)
+    before = kept.copy()
+    sales_changed = sales.copy()
+    clean, _ = validate_table("sales", sales_changed)
+    sales_changed.loc[0, "units"] = 99.0  # the caller's frame changes after validation
+    sales_changed.loc[1, "date"] = pd.Timestamp("2001-01-01")
+    pd.testing.assert_frame_equal(clean, before, check_exact=True)
+    assert all(len(b.mgr_locs) == 1 for b in clean._mgr.blocks)  # one block per column, as assignment gives
+
+
+def test_unknown_categorical_ids_are_reported_like_plain_ones(demo_tables):
+    sales = demo_tables["sales"].head(3000).copy()
+    sales.loc[[4, 8], "sku_id"] = "SKU-UNKNOWN"
+    sales.loc[6, "location_id"] = np.nan
+    keys = {("catalog", "sku_id"): pd.Index(demo_tables["catalog"]["sku_id"]),
+            ("locations", "location_id"): pd.Index(demo_tables["locations"]["location_id"])}
+    messages = []
+    for frame in (sales, sales.astype({"sku_id": "category", "location_id": "category"})):
+        with pytest.raises(ContractError) as err:
+            validate_table("sales", frame, "sales.parquet", known_keys=keys)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert "unknown sku_id (not in catalog): ['SKU-UNKNOWN'] (2 rows)" in messages[0]
+
+
 # ---- filtered reads ------------------------------------------------------------------------------------------------
 def _as_dictionary_files(src: str, dst: str) -> str:
     """The same tables with text id columns written as Parquet dictionary columns (as the streaming demo writes)."""

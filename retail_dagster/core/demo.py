@@ -632,9 +632,10 @@ def write_demo_streaming(out: str, n_skus: int = DemoSize.n_skus, n_stores: int 
     block's order (sku_id, date, location_id for sales and inventory). The demo's SKU ids interleave the groups, so
     no sku_id statistics could tell the groups apart: the reader skips a row group whose sku_id dictionary holds
     none of the group's SKUs, and a group's rows come back in the order an unclustered file would give them.
-    The other tables are sorted by sku_id then date (then location_id), at least one row group per block. Ids are dictionary columns,
-    dates timestamp[ns], prices float64. Every file is written to `<file>.tmp` and renamed into place once all
-    blocks are written, so a failure leaves the previous files. Returns rows written per table ("truth/demand"...).
+    The other tables are sorted by sku_id then date (then location_id), at least one row group per block.
+    Ids are dictionary columns, dates timestamp[ns], prices float64. Every file is written to `<file>.tmp` and
+    renamed into place once all blocks are written, so a failure leaves the previous files. Returns rows written
+    per table ("truth/demand"...).
     """
     if str(out).startswith("s3://"):
         raise ValueError(f"write_demo_streaming writes to a local folder, not {out}: write locally, then upload")
