@@ -323,7 +323,7 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
             problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
     if problems:
         raise ContractError(problems)
-    clean = validate_tables({t: raw[t] for t in tables if t in raw}, files, owned=True)  # read here, used once
+    clean = validate_tables({t: raw[t] for t in tables if t in raw}, files)
     if skus is not None:
         from .asof import GROUP_ATTR
 
