@@ -5,7 +5,8 @@ Same scoring as `retail-dagster backtest` (core.backtest._scores).
     python benchmarks/window_bench.py m5:dev4 m5:wide12 demo:dev4
     FS='{"intermittent_margin": 0}' python benchmarks/window_bench.py m5:dev4     # ForecastSettings overrides
 
-dev4: the backtest's 4 cutoffs 14 days apart before the data's end; wide12: 12 cutoffs 15 days apart. Env:
+dev4: the backtest's 4 cutoffs 14 days apart before the data's end; wide12: 12 cutoffs 15 days apart; hold12: the
+12 cutoffs before wide12's (M5: 2015-03-07 .. 2015-08-19), a window no setting was tuned on. Env:
 RETAIL_DAGSTER_M5 (default ../shared/data/m5_dev), RETAIL_DAGSTER_BENCH_CACHE (default /tmp/retail_dagster_bench).
 Prints one line per window and a last line of JSON.
 """
@@ -50,8 +51,8 @@ def tables(name: str) -> dict:
 
 
 def cutoffs(t: dict, which: str) -> list[pd.Timestamp]:
-    step, n = {"dev4": (14, 4), "wide12": (15, 12)}[which]
-    return bt.cutoff_dates(t["sales"], HORIZON_DAYS, n, step)
+    step, n, back = {"dev4": (14, 4, 0), "wide12": (15, 12, 0), "hold12": (15, 12, 180)}[which]
+    return [c - pd.Timedelta(days=back) for c in bt.cutoff_dates(t["sales"], HORIZON_DAYS, n, step)]
 
 
 def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd.DataFrame:
