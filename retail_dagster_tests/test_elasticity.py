@@ -42,6 +42,25 @@ def test_skipping_the_unpooled_fit_changes_only_its_own_column(demo_elasticities
     assert fast["unpooled_elasticity"].isna().all() and full["unpooled_elasticity"].notna().sum() > len(full) // 2
 
 
+@pytest.mark.parametrize("history_days", [None, 120])
+def test_a_row_mask_fits_exactly_as_the_masked_frame(demo, history_days):
+    """`rows` (the forecaster's training window, passed without copying the window first) gives exactly the fit
+    on `sales[rows]`, the history window included (measured back from the last masked day)."""
+    import dataclasses
+
+    t = demo.tables
+    s = t["sales"]
+    last = s["date"].max()
+    rows = ((s["date"] < last - pd.Timedelta(days=30)) & (s["location_id"] != s["location_id"].iloc[0])).to_numpy()
+    st = dataclasses.replace(ElasticitySettings(max_iter=8), history_days=history_days)
+    kw = dict(inventory=t["inventory"], events=t["events"], settings=st, locations=t["locations"], unpooled=False)
+    masked = estimate_elasticities(s, t["catalog"], rows=rows, **kw)
+    sliced = estimate_elasticities(s[rows], t["catalog"], **kw)
+    pd.testing.assert_frame_equal(masked, sliced, check_exact=True)
+    everything = estimate_elasticities(s, t["catalog"], **kw)
+    assert not masked["elasticity"].equals(everything["elasticity"])  # the mask mattered
+
+
 def test_output_columns_and_ranges(demo_elasticities, demo):
     m = demo_elasticities
     assert list(m.columns[:len(OUTPUT_COLUMNS)]) == OUTPUT_COLUMNS

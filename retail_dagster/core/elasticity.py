@@ -115,7 +115,7 @@ def _event_codes(frame: pd.DataFrame, events: pd.DataFrame | None, region: np.nd
 
 def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame | None,
             events: pd.DataFrame | None, locations: pd.DataFrame | None,
-            settings: ElasticitySettings) -> tuple[_Design | None, pd.Series]:
+            settings: ElasticitySettings, rows: np.ndarray | None = None) -> tuple[_Design | None, pd.Series]:
     cat_sku = catalog["sku_id"].astype(str).to_numpy()
     sku_index = pd.Index(cat_sku)
     cat_codes, cat_uniq = pd.factorize(catalog["category"].astype(str))
@@ -126,8 +126,11 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     sku_of_id = sku_index.get_indexer(sku_ids)  # catalog position of each distinct id, -1 when not in it
     keep = (sku_codes >= 0) & (sku_of_id[sku_codes] >= 0) if len(sku_ids) else np.zeros(len(sales), dtype=bool)
     keep &= ((sales["price"] > 0) & sales["units"].notna()).to_numpy()
-    if settings.history_days is not None and len(sales):
-        keep &= (sales["date"] > sales["date"].max() - pd.Timedelta(days=settings.history_days)).to_numpy()
+    if rows is not None:
+        keep &= rows
+    if settings.history_days is not None and len(sales) and (rows is None or rows.any()):
+        last = sales["date"].max() if rows is None else sales["date"].to_numpy()[rows].max()  # as on sales[rows]
+        keep &= (sales["date"] > last - pd.Timedelta(days=settings.history_days)).to_numpy()
     if inventory is not None and len(inventory) and keep.any():
         # a day that ended with nothing on hand sold what there was, not what was wanted: drop it (membership is
         # per row, so testing every row against every stocked-out day keeps exactly the same rows)
@@ -164,6 +167,9 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     ev = _event_codes(s, events, region, grp_codes[sku])
     if ev is not None:
         raw.append((ev[0], "event"))
+    # the row copy and the per-row intermediates are done with: free them before the effects are compacted (at
+    # 10,000 SKUs x 10 stores they are gigabytes, and a retraining run peaks here)
+    del s, day, loc, sl, region, dow, logp
 
     # rows in a fixed-effect cell with no sales carry no information (the cell's factor would be 0): drop them,
     # repeatedly, since dropping rows can empty another effect's cell
@@ -344,16 +350,18 @@ def shrink(est: np.ndarray, se: np.ndarray, category: np.ndarray, cat_est: np.nd
 
 def estimate_elasticities(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame | None = None,
                           events: pd.DataFrame | None = None, settings: ElasticitySettings = ElasticitySettings(),
-                          locations: pd.DataFrame | None = None, unpooled: bool = True) -> pd.DataFrame:
+                          locations: pd.DataFrame | None = None, unpooled: bool = True,
+                          rows: np.ndarray | None = None) -> pd.DataFrame:
     """Own-price elasticity per catalog SKU.
 
     Columns: sku_id, elasticity (pooled, clipped to settings.clip), elasticity_se, n_obs (rows used),
     shrinkage_weight (weight on the SKU's own estimate, 0..1), unpooled_elasticity (the SKU's own fit with its own
     promo lift; NaN when its prices never moved). `locations` (with region) lets regional events count.
     `unpooled=False` skips the SKU's own fit (a third of the fitting time), which is only reported, never
-    decides: its column is then NaN and the other columns are the same.
+    decides: its column is then NaN and the other columns are the same. `rows` (bool per sales row): fit on those
+    rows only, exactly as on `sales[rows]`, without copying them first.
     """
-    d, n_obs = _design(sales, catalog, inventory, events, locations, settings)
+    d, n_obs = _design(sales, catalog, inventory, events, locations, settings, rows)
     skus = catalog["sku_id"].astype(str).to_numpy()
     cat_codes, cat_uniq = pd.factorize(catalog["category"].astype(str))
     cat_codes = cat_codes.astype(np.int64)

@@ -848,15 +848,15 @@ def _fit_elasticities(inputs: ForecastInputs, cut: pd.Timestamp, settings: Forec
     from .elasticity import ElasticitySettings, estimate_elasticities
 
     first = cut - pd.Timedelta(days=settings.train_window_days)
-    s = inputs.sales
-    s = s[(s["date"] < cut) & (s["date"] >= first) & s["location_id"].isin(_stores(inputs))]
+    s = inputs.sales  # the window is passed as a mask: the estimator copies its rows once
+    window = ((s["date"] < cut) & (s["date"] >= first) & s["location_id"].isin(_stores(inputs))).to_numpy()
     inv = inputs.inventory_history
     if inv is not None:  # the estimator reads only the stocked-out days: select them, not the whole window
         inv = inv.loc[((inv["date"] < cut) & (inv["date"] >= first) & (inv["on_hand"] <= 0)).to_numpy(),
                       ["date", "sku_id", "location_id", "on_hand"]]
     est = estimate_elasticities(s, inputs.catalog, inv, inputs.events[inputs.events["date"] < cut],
                                 settings=ElasticitySettings(history_days=None, max_iter=15, tol=0.2),
-                                locations=inputs.locations, unpooled=False)
+                                locations=inputs.locations, unpooled=False, rows=window)
     lo, hi = settings.elasticity_clip
     return pd.Series(np.clip(est["elasticity"].to_numpy(dtype=np.float64), lo, hi),
                      index=est["sku_id"].to_numpy(dtype=object))
