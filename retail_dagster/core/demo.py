@@ -647,13 +647,11 @@ def write_demo_streaming(out: str, n_skus: int = DemoSize.n_skus, n_stores: int 
             sinks[t].write({c: frame[c].to_numpy() for c in frame.columns})
         for blk in _blocks(net):
             catalog = blk["catalog"]
-            group_of_label = catalog["sku_group"][pd.Index(catalog["sku_id"].to_numpy()).get_indexer(
-                blk["sales"]["sku_id"].labels)]
+            sku_index, sku_group = pd.Index(catalog["sku_id"].to_numpy()), np.asarray(catalog["sku_group"])
             for t in BLOCK_TABLES:
                 if t in GROUP_CLUSTERED:
                     ids = blk[t]["sku_id"]
-                    assert ids.labels is blk["sales"]["sku_id"].labels  # one label array per block
-                    sinks[t].write_by_group(blk[t], group_of_label[ids.codes])
+                    sinks[t].write_by_group(blk[t], sku_group[sku_index.get_indexer(ids.labels)][ids.codes])
                 else:
                     sinks[t].write(blk[t])
             del blk  # release the block's rows before generating the next one

@@ -57,6 +57,17 @@ SKU_KEYED = ("sales", "inventory", "promotions")
 DATED = ("sales", "inventory", "traffic", "weather", "events")
 
 
+def _string_ids(schema, name: str) -> bool:
+    """Whether column `name` of an Arrow schema holds text, plain or dictionary-encoded."""
+    import pyarrow as pa
+
+    if name not in schema.names:
+        return False
+    kind = schema.field(name).type
+    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 def _arrow_filter(schema, skus: Optional[list[str]], since, until):
     """The pyarrow expression keeping `skus` and dates in [since, until), or None when the file's columns cannot
     take it (no such column, or dates stored as text: then rows are filtered after reading)."""
@@ -70,11 +81,7 @@ def _arrow_filter(schema, skus: Optional[list[str]], since, until):
         return b if a is None else a & b
 
     if skus is not None:
-        if "sku_id" not in names:
-            return None
-        sku_type = schema.field("sku_id").type
-        value_type = sku_type.value_type if pa.types.is_dictionary(sku_type) else sku_type
-        if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
+        if not _string_ids(schema, "sku_id"):
             return None
         expr = pads.field("sku_id").isin(pa.array(list(skus), type=pa.string()))
     if since is not None or until is not None:
@@ -112,17 +119,6 @@ def reader_threads() -> int:
     """Threads the Parquet reader may use: the run's share of the cores (run_threads);
     RETAIL_DAGSTER_READER_THREADS overrides it."""
     return _env_threads("RETAIL_DAGSTER_READER_THREADS") or run_threads()
-
-
-def _string_ids(schema, name: str) -> bool:
-    """Whether column `name` of an Arrow schema holds text, plain or dictionary-encoded."""
-    import pyarrow as pa
-
-    if name not in schema.names:
-        return False
-    kind = schema.field(name).type
-    kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _row_groups_holding(pf, skus: list[str]) -> Optional[dict[int, bool]]:
