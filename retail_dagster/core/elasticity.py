@@ -203,12 +203,12 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
 def _within(x: np.ndarray, p: np.ndarray, mu: np.ndarray, effects, sweeps: int) -> tuple[np.ndarray, np.ndarray]:
     """x and p with the (mu-weighted) fixed effects projected out by alternating demeaning: profiling the fixed
     effects out of the Newton step makes it converge in a few iterations instead of zig-zagging."""
+    from .fe_kernels import demean
+
     xt, pt = x.copy(), p.copy()
     for _ in range(sweeps):
         for c, n, _ in effects:
-            w = np.maximum(np.bincount(c, mu, n), 1e-300)
-            xt -= (np.bincount(c, mu * xt, n) / w)[c]
-            pt -= (np.bincount(c, mu * pt, n) / w)[c]
+            demean(c, n, mu, xt, pt)
     return xt, pt
 
 
@@ -230,6 +230,8 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
     (elasticity, promo) Hessian arrow-shaped: a joint Newton step costs a few bincounts. `warm` = (elasticity,
     promo, mu) of a coarser fit mapped onto these groups: its fixed effects carry over through mu.
     """
+    from .fe_kernels import cell_sums, newton_sums, scale_by_cell, step_exponent
+
     y, x, p = d.y, d.x, d.promo
     e_row = e_of_sku[d.sku]
     g_row = g_of_e[e_row]
@@ -246,21 +248,20 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
     for it in range(1, settings.max_iter + 1):
         for _ in range(settings.effect_sweeps):
             for (c, n, free), ys in zip(d.effects, y_sums):
-                f = ys / np.maximum(np.bincount(c, mu, n), 1e-300)
+                f = ys / np.maximum(cell_sums(c, n, mu), 1e-300)
                 if free is not None:
                     f = np.where(free, f, 1.0)
-                mu *= f[c]
+                scale_by_cell(mu, c, f)
         xt, pt = _within(x, p, mu, profiled, settings.demean_sweeps)
-        r = y - mu
         # gradient on the raw regressors (exact even while the fixed effects are still settling), curvature on
         # the profiled ones
         # a weak normal prior on each parameter keeps the fit finite where the likelihood has no maximum (a SKU
         # that only ever sold at one of its prices)
-        s_e = np.bincount(e_row, r * x, n_e) - (e - settings.prior_elasticity) / settings.ridge_sd ** 2
-        h_ee = np.bincount(e_row, mu * xt * xt, n_e) + 1.0 / settings.ridge_sd ** 2
-        h_eg = np.bincount(e_row, mu * xt * pt, n_e)
-        s_g = np.bincount(g_row, r * p, n_g) - (g - np.log(1.2)) / settings.ridge_sd ** 2
-        h_gg = np.bincount(g_row, mu * pt * pt, n_g) + 1.0 / settings.ridge_sd ** 2
+        s_e, h_ee, h_eg, s_g, h_gg = newton_sums(e_row, n_e, g_row, n_g, y, mu, x, p, xt, pt)
+        s_e -= (e - settings.prior_elasticity) / settings.ridge_sd ** 2
+        h_ee += 1.0 / settings.ridge_sd ** 2
+        s_g -= (g - np.log(1.2)) / settings.ridge_sd ** 2
+        h_gg += 1.0 / settings.ridge_sd ** 2
         ok_e = h_ee > 1e-8
         inv_ee = np.where(ok_e, 1.0 / np.where(ok_e, h_ee, 1.0), 0.0)
         a = h_gg - np.bincount(g_of_e, h_eg * h_eg * inv_ee, n_g)
@@ -272,7 +273,7 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
         de = np.clip(de, -settings.max_step, settings.max_step)
         e += de
         g += dg
-        mu *= np.exp(de[e_row] * x + dg[g_row] * p)
+        mu *= np.exp(step_exponent(de, e_row, x, dg, g_row, p))
         # converged when no parameter moved more than `tol` of its own standard error (a weakly identified SKU
         # would otherwise hold every other one up); the gradient is exact, so this also waits for the fixed effects
         moved = max(float((np.abs(de) * np.sqrt(h_ee)).max(initial=0)), float((np.abs(dg) * np.sqrt(a)).max(initial=0)))
