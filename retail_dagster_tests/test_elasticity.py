@@ -167,3 +167,14 @@ def test_the_compiled_passes_give_numpys_bits(seed):
         assert np.array_equal(a, b)
     de, dg = rng.normal(size=n_e), rng.normal(size=n_g)
     assert np.array_equal(k.step_exponent(de, e_row, x, dg, g_row, p), de[e_row] * x + dg[g_row] * p)
+
+
+@pytest.mark.parametrize("top", [50, 10**12])  # a range the value table covers, and one it does not (sort)
+def test_compacting_codes_matches_numpys_unique(top):
+    from retail_dagster.core.elasticity import _compact, _sorted_unique
+
+    codes = np.random.default_rng(4).integers(0, top, 2_000) * 3  # gaps between the codes used
+    uniq, inv = np.unique(codes, return_inverse=True)
+    got, n = _compact(codes)
+    assert n == len(uniq) and got.dtype == np.int64 and np.array_equal(got, inv)
+    assert np.array_equal(_sorted_unique(codes), uniq)

@@ -49,9 +49,34 @@ class ElasticitySettings:
     demean_sweeps: int = 1  # alternating-projection sweeps when profiling the fixed effects out of the Newton step
 
 
+def _present(codes: np.ndarray) -> np.ndarray | None:
+    """Which values of the non-negative integer `codes` occur (a bool per value 0..max), or None when the range is
+    too wide for a table (then np.unique's sort is the cheaper way)."""
+    if not len(codes):
+        return None
+    top = int(codes.max())
+    if codes.min() < 0 or top > 4 * len(codes) + 4096:
+        return None
+    seen = np.zeros(top + 1, dtype=bool)
+    seen[codes] = True
+    return seen
+
+
+def _sorted_unique(codes: np.ndarray) -> np.ndarray:
+    """np.unique(codes), by a table of the values seen instead of a sort where the range allows."""
+    seen = _present(codes)
+    return np.unique(codes) if seen is None else np.flatnonzero(seen).astype(codes.dtype)
+
+
 def _compact(codes: np.ndarray) -> tuple[np.ndarray, int]:
-    uniq, inv = np.unique(codes, return_inverse=True)
-    return inv.astype(np.int64), len(uniq)
+    """(rank of each code among the distinct codes, number of distinct codes): np.unique(codes, return_inverse=True)
+    without its sort where the codes' range allows (one pass over the rows instead of an argsort of them)."""
+    seen = _present(codes)
+    if seen is None:
+        uniq, inv = np.unique(codes, return_inverse=True)
+        return inv.astype(np.int64), len(uniq)
+    rank = np.cumsum(seen, dtype=np.int64) - 1
+    return rank[codes], int(rank[-1] + 1)
 
 
 @dataclass
@@ -161,7 +186,7 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     dow = s["date"].dt.dayofweek.to_numpy()
 
     raw = [(level, None), (season, None), (cat * 7 + dow, None)]
-    skus_per_loc = np.bincount(np.unique(sl) % n_loc, minlength=n_loc)
+    skus_per_loc = np.bincount(_sorted_unique(sl) % n_loc, minlength=n_loc)
     if skus_per_loc.min() >= settings.min_location_skus:
         raw.append((loc * n_day + day, None))
     ev = _event_codes(s, events, region, grp_codes[sku])
@@ -177,7 +202,8 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     for _ in range(5):
         before = keep.sum()
         for codes, kind in raw:
-            tot = np.bincount(codes[keep], y[keep], minlength=int(codes.max()) + 1)
+            # dropped rows weigh 0 (the same sums as over the kept rows, without copying them)
+            tot = np.bincount(codes, np.where(keep, y, 0.0), minlength=int(codes.max()) + 1)
             bad = tot[codes] <= 0
             if kind == "event":
                 bad &= (codes % ev[1]) != 0  # never drop non-event days on this account
@@ -192,7 +218,7 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
         free = None
         if kind == "event":
             # event code 0 of each group (no event) is the reference: factor fixed at 1
-            free = (np.unique(codes[keep]) % ev[1]) != 0
+            free = (_sorted_unique(codes[keep]) % ev[1]) != 0
         effects.append((c, n, free))
     d = _Design(y=y[keep], x=x[keep], promo=promo[keep], sku=sku[keep], cat_of_sku=cat_codes.astype(np.int64),
                 n_sku=len(cat_sku), n_cat=len(cat_uniq), effects=effects, level=effects[0][0],
