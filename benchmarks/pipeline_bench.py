@@ -9,12 +9,14 @@ deployment: first one after the other (`wall_seconds`; each run's BLAS/OpenMP th
 the number of cores), then as a deployment on this machine runs them, at most
 `--concurrency` runs at once (default: the number of cores, as the queued run coordinator's
 max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency so runs never oversubscribe the
-cores (`parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
-start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those
-processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel). The last line is
-JSON with skus, stores, wall_seconds, cold_wall_seconds, parallel_wall_seconds, overhead_seconds, peak_rss_gb,
-peak_rss_gb_by_pass, per_asset_seconds, and import_seconds_per_run (a fresh process importing what a run
-imports: the floor every run pays before its first step).
+cores (`parallel_wall_seconds`). `--cold-parallel` also times a retraining day as a deployment runs it: the
+model cache emptied, then the same concurrent runs train and cache every group's models again
+(`cold_parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
+start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those processes (`peak_rss_gb`),
+and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel, cold_parallel). The last line is JSON with skus, stores,
+wall_seconds, cold_wall_seconds, parallel_wall_seconds, cold_parallel_wall_seconds, overhead_seconds, peak_rss_gb,
+peak_rss_gb_by_pass, per_asset_seconds, cold_per_asset_seconds, and import_seconds_per_run (a fresh process
+importing what a run imports: the floor every run pays before its first step).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,6 +121,12 @@ def import_floor(env: dict, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _print_steps(per_step: dict) -> None:
+    """Each step's seconds summed over the groups, the largest first."""
+    for step, sec in sorted(per_step.items(), key=lambda kv: -kv[1]):
+        print(f"  {step:<28} {sec:8.1f}s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--skus", type=int, default=10000)
@@ -129,6 +138,8 @@ def main() -> int:
     ap.add_argument("--skip-cold", action="store_true", help="models already cached in --workdir")
     ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
                     help="runs at once in the parallel pass (default: the cores; 1 = no parallel pass)")
+    ap.add_argument("--cold-parallel", action="store_true",
+                    help="also time a retraining day with --concurrency runs at once (empties the model cache)")
     args = ap.parse_args()
 
     work = args.workdir or tempfile.mkdtemp(prefix="pipeline_bench_")
@@ -147,26 +158,35 @@ def main() -> int:
     date = latest_plannable_date()
     print(f"data: {args.skus} SKUs x {args.stores} stores + {args.warehouses} warehouses, {args.days} days, "
           f"{len(groups)} groups (generated in {gen_seconds:.1f}s) in {work}; planning {date}")
-    cold = None
+    cold = cold_parallel = None
+    cold_steps: dict = {}
     # one run at a time has the machine to itself: every core for its reader, BLAS and LightGBM
     senv = dict(env, **{v: str(os.cpu_count() or 1) for v in THREAD_VARS})
     if not args.skip_cold:
         print("cold run (trains and caches the models):")
-        cold, _, ok, _ = run_groups(groups, date, senv, name="cold")
+        cold, cold_steps, ok, _ = run_groups(groups, date, senv, name="cold")
         print(f"cold run: {cold:.1f}s success={ok}")
+        _print_steps(cold_steps)
     print("daily run with cached models, one group after the other:")
     wall, per_step, ok, overhead = run_groups(groups, date, senv)
     print(f"daily run: {wall:.1f}s for {len(groups)} groups, success={ok}, outside the steps {overhead:.1f}s")
-    for step, sec in sorted(per_step.items(), key=lambda kv: -kv[1]):
-        print(f"  {step:<28} {sec:8.1f}s")
+    _print_steps(per_step)
     parallel = None
+    penv = dict(env, **{v: str(max(1, (os.cpu_count() or 1) // args.concurrency)) for v in THREAD_VARS})
     if args.concurrency > 1:
-        penv = dict(env, **{v: str(max(1, (os.cpu_count() or 1) // args.concurrency)) for v in THREAD_VARS})
         print(f"daily run with cached models, {args.concurrency} runs at once "
               f"({penv['OMP_NUM_THREADS']} BLAS/OpenMP thread(s) each):")
         parallel, _, pok, _ = run_groups(groups, date, penv, args.concurrency, name="parallel")
         ok &= pok
         print(f"parallel daily run: {parallel:.1f}s, success={pok}")
+    if args.cold_parallel:
+        shutil.rmtree(env["RETAIL_DAGSTER_MODEL_CACHE"], ignore_errors=True)
+        print(f"retraining day, {args.concurrency} runs at once ({penv['OMP_NUM_THREADS']} thread(s) each), "
+              "the model cache emptied:")
+        cold_parallel, cp_steps, cpok, _ = run_groups(groups, date, penv, args.concurrency, name="cold_parallel")
+        ok &= cpok
+        print(f"parallel retraining day: {cold_parallel:.1f}s, success={cpok}")
+        _print_steps(cp_steps)
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
     imports = import_floor(senv)
     print(f"imports of one run's process: {imports:.1f}s; for {len(groups)} runs {imports * len(groups):.1f}s "
@@ -176,11 +196,13 @@ def main() -> int:
     print(json.dumps({"skus": args.skus, "stores": args.stores, "wall_seconds": round(wall, 2),
                       "cold_wall_seconds": round(cold, 2) if cold is not None else None,
                       "parallel_wall_seconds": round(parallel, 2) if parallel is not None else None,
+                      "cold_parallel_wall_seconds": round(cold_parallel, 2) if cold_parallel is not None else None,
                       "overhead_seconds": round(overhead, 2), "concurrency": args.concurrency,
                       "import_seconds_per_run": round(imports, 2),
                       "data_seconds": round(gen_seconds, 2), "peak_rss_gb": round(rss_gb, 3),
                       "peak_rss_gb_by_pass": {k: round(v, 3) for k, v in PEAK_RSS_GB.items()},
-                      "per_asset_seconds": {k: round(v, 2) for k, v in per_step.items()}, "success": ok}))
+                      "per_asset_seconds": {k: round(v, 2) for k, v in per_step.items()},
+                      "cold_per_asset_seconds": {k: round(v, 2) for k, v in cold_steps.items()}, "success": ok}))
     return 0 if ok else 1
 
 

@@ -226,12 +226,19 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     return d, pd.Series(np.bincount(d.sku, minlength=len(cat_sku)), index=cat_sku)
 
 
-def _within(x: np.ndarray, p: np.ndarray, mu: np.ndarray, effects, sweeps: int) -> tuple[np.ndarray, np.ndarray]:
+def _within(x: np.ndarray, p: np.ndarray, mu: np.ndarray, effects, sweeps: int,
+            out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """x and p with the (mu-weighted) fixed effects projected out by alternating demeaning: profiling the fixed
-    effects out of the Newton step makes it converge in a few iterations instead of zig-zagging."""
+    effects out of the Newton step makes it converge in a few iterations instead of zig-zagging. `out`: two
+    arrays shaped like x to hold the result (a fit reuses them every iteration instead of allocating)."""
     from .fe_kernels import demean
 
-    xt, pt = x.copy(), p.copy()
+    if out is None:
+        xt, pt = x.copy(), p.copy()
+    else:
+        xt, pt = out
+        np.copyto(xt, x)
+        np.copyto(pt, p)
     for _ in range(sweeps):
         for c, n, _ in effects:
             demean(c, n, mu, xt, pt)
@@ -270,6 +277,7 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
     # only effects whose every cell is free can be profiled out (the residuals of a fixed reference cell do not
     # sum to zero, so demeaning over it would move the fixed point)
     profiled = [eff for eff in d.effects if eff[2] is None]
+    within_buf, step_buf = (np.empty_like(x), np.empty_like(x)), np.empty_like(x)  # reused by every iteration
     it = 0
     for it in range(1, settings.max_iter + 1):
         for _ in range(settings.effect_sweeps):
@@ -278,7 +286,7 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
                 if free is not None:
                     f = np.where(free, f, 1.0)
                 scale_by_cell(mu, c, f)
-        xt, pt = _within(x, p, mu, profiled, settings.demean_sweeps)
+        xt, pt = _within(x, p, mu, profiled, settings.demean_sweeps, out=within_buf)
         # gradient on the raw regressors (exact even while the fixed effects are still settling), curvature on
         # the profiled ones
         # a weak normal prior on each parameter keeps the fit finite where the likelihood has no maximum (a SKU
@@ -299,7 +307,8 @@ def _fit(d: _Design, e_of_sku: np.ndarray, n_e: int, g_of_e: np.ndarray, n_g: in
         de = np.clip(de, -settings.max_step, settings.max_step)
         e += de
         g += dg
-        mu *= np.exp(step_exponent(de, e_row, x, dg, g_row, p))
+        arg = step_exponent(de, e_row, x, dg, g_row, p, step_buf)
+        mu *= np.exp(arg, out=arg)
         # converged when no parameter moved more than `tol` of its own standard error (a weakly identified SKU
         # would otherwise hold every other one up); the gradient is exact, so this also waits for the fixed effects
         moved = max(float((np.abs(de) * np.sqrt(h_ee)).max(initial=0)), float((np.abs(dg) * np.sqrt(a)).max(initial=0)))

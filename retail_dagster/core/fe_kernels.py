@@ -77,9 +77,9 @@ def newton_sums(e_row, n_e, g_row, n_g, y, mu, x, p, xt, pt):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True)
-def step_exponent(de, e_row, x, dg, g_row, p):  # pragma: no cover - compiled
-    """de[e_row] * x + dg[g_row] * p (numpy takes the exp: the same function as before)."""
-    out = np.empty(e_row.shape[0])
+def step_exponent(de, e_row, x, dg, g_row, p, out):  # pragma: no cover - compiled
+    """de[e_row] * x + dg[g_row] * p, written into `out` and returned (numpy takes the exp: the same function as
+    before)."""
     for i in range(e_row.shape[0]):
         out[i] = de[e_row[i]] * x[i] + dg[g_row[i]] * p[i]
     return out
