@@ -118,6 +118,29 @@ def test_no_leakage_and_deterministic(demo_tables, plan_date, settings):
     pd.testing.assert_frame_equal(base, again)  # also: same inputs, identical output
 
 
+@pytest.mark.parametrize("settings", [SETTINGS, THROUGH_ANCHOR], ids=["default", "through_anchor"])
+def test_training_on_a_later_days_inputs_up_to_the_anchor_is_training_on_the_inputs_at_the_anchor(
+        demo_tables, plan_date, settings):
+    """The daily run trains from its own day's inputs, read up to the anchor, instead of a copy sliced at the anchor:
+    the same model (trees, elasticities, dispersions, model choice), so the same forecast, with 12 days of facts
+    and calendars after the anchor in the inputs."""
+    group = "grocery"
+    A = anchor_date(plan_date) - pd.Timedelta(days=7)
+    at_anchor = train_forecaster(forecast_inputs(demo_tables, A, group), settings)
+    later = forecast_inputs(demo_tables, plan_date, group)
+    assert (later.sales["date"] >= A).sum() > 0 and (later.events["date"] >= A + pd.Timedelta(days=14)).any()
+    from_later = train_forecaster(later, settings, anchor=A)
+    trees = [m.fcst.models_["lgbm"].booster_.model_to_string().split("\nparameters:")[0]
+             for m in (at_anchor, from_later)]
+    assert trees[0] == trees[1]
+    pd.testing.assert_series_equal(at_anchor.elasticity, from_later.elasticity)
+    assert at_anchor.meta == from_later.meta and at_anchor.intermittent_model == from_later.intermittent_model
+    assert at_anchor.info == {**from_later.info, "train_seconds": at_anchor.info["train_seconds"]}
+    pd.testing.assert_frame_equal(at_anchor.predict(later), from_later.predict(later))
+    with pytest.raises(ValueError, match="after the inputs' date"):
+        train_forecaster(forecast_inputs(demo_tables, A, group), settings, anchor=plan_date)
+
+
 def test_early_stopping_then_refit_through_the_anchor(demo_tables, plan_date):
     """Early stopping picks fewer trees than the cap on the holdout; the refit learns the holdout weeks with that
     many trees; the long rolling windows are features."""

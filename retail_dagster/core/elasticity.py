@@ -145,11 +145,13 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     sku_index = pd.Index(cat_sku)
     cat_codes, cat_uniq = pd.factorize(catalog["category"].astype(str))
     grp_codes, _ = pd.factorize(catalog["sku_group"].astype(str)) if "sku_group" in catalog else (cat_codes, None)
-    # which rows the fit uses, decided on the columns as they are, then one copy of those rows (each filter step
-    # used to copy the whole window: gigabytes at 10,000 SKUs x 10 stores)
+    # which rows the fit uses, decided on the columns as they are, then each needed column's kept values (each
+    # filter step used to copy the whole window: gigabytes at 10,000 SKUs x 10 stores)
     sku_codes, sku_ids = ids.factorize(sales["sku_id"])
     sku_of_id = sku_index.get_indexer(sku_ids)  # catalog position of each distinct id, -1 when not in it
     keep = (sku_codes >= 0) & (sku_of_id[sku_codes] >= 0) if len(sku_ids) else np.zeros(len(sales), dtype=bool)
+    loc_all, loc_uniq = ids.factorize(sales["location_id"])
+    keep &= loc_all >= 0
     keep &= ((sales["price"] > 0) & sales["units"].notna()).to_numpy()
     if rows is not None:
         keep &= rows
@@ -162,39 +164,40 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
         inv = inventory.loc[(inventory["on_hand"] <= 0).to_numpy(), ["date", "sku_id", "location_id"]]
         if len(inv):
             keep &= ~ids.rows_in(sales, inv, ["date", "sku_id", "location_id"])
-    s = sales.loc[keep, ["date", "sku_id", "location_id", "units", "price", "on_promotion"]]
-    s.index = pd.RangeIndex(len(s))
     sku = sku_of_id[sku_codes[keep]].astype(np.int64)
     n_obs = pd.Series(np.bincount(sku, minlength=len(cat_sku)), index=cat_sku)
-    if s.empty:
+    if not keep.any():
         return None, n_obs
 
-    day = ((s["date"] - s["date"].min()).dt.days).to_numpy().astype(np.int64)
+    # the kept rows' values, column by column (no frame copy): the same numbers the frame's methods gave
+    dates = sales["date"].to_numpy()[keep]
+    day = ((dates - dates.min()) // np.timedelta64(1, "D")).astype(np.int64)  # whole days: dates are midnights
     n_day = int(day.max()) + 1
-    loc, loc_ids = ids.factorize(s["location_id"])
+    loc, first_seen = pd.factorize(loc_all[keep])  # codes in order of first appearance among the kept rows
+    loc_ids = loc_uniq[first_seen]
     loc, n_loc = loc.astype(np.int64), len(loc_ids)
     sl = sku * n_loc + loc
     cat = cat_codes[sku]
     level = sl * (n_day // settings.level_days + 1) + day // settings.level_days
     region, reg, n_reg = _regions(loc, loc_ids, locations)
     season = (cat * n_reg + reg) * (n_day // settings.season_days + 1) + day // settings.season_days
-    y = s["units"].to_numpy(dtype=float)
-    logp = np.log(s["price"].to_numpy(dtype=float))
+    y = sales["units"].to_numpy(dtype=float)[keep]
+    logp = np.log(sales["price"].to_numpy(dtype=float)[keep])
     mean_logp = np.bincount(sku, logp, len(cat_sku)) / np.maximum(np.bincount(sku, minlength=len(cat_sku)), 1)
     x = logp - mean_logp[sku]
-    promo = s["on_promotion"].to_numpy().astype(float)
-    dow = s["date"].dt.dayofweek.to_numpy()
+    promo = sales["on_promotion"].to_numpy()[keep].astype(float)
+    dow = (dates.astype("datetime64[D]").view(np.int64) + 3) % 7  # Monday = 0 (1970-01-01 was a Thursday)
 
     raw = [(level, None), (season, None), (cat * 7 + dow, None)]
     skus_per_loc = np.bincount(_sorted_unique(sl) % n_loc, minlength=n_loc)
     if skus_per_loc.min() >= settings.min_location_skus:
         raw.append((loc * n_day + day, None))
-    ev = _event_codes(s, events, region, grp_codes[sku])
+    ev = _event_codes(pd.DataFrame({"date": dates}, copy=False), events, region, grp_codes[sku])
     if ev is not None:
         raw.append((ev[0], "event"))
     # the row copy and the per-row intermediates are done with: free them before the effects are compacted (at
     # 10,000 SKUs x 10 stores they are gigabytes, and a retraining run peaks here)
-    del s, day, loc, sl, region, dow, logp
+    del dates, day, loc, sl, region, dow, logp
 
     # rows in a fixed-effect cell with no sales carry no information (the cell's factor would be 0): drop them,
     # repeatedly, since dropping rows can empty another effect's cell

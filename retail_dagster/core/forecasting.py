@@ -147,8 +147,11 @@ class FeatureMeta:
     event_types: list[str]
 
 
-def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings) -> FeatureMeta:
+def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings, asof: pd.Timestamp | None = None) -> FeatureMeta:
+    """`asof`: count only the events known then (dated before asof + horizon), as in inputs sliced at asof."""
     ev = inputs.events
+    if asof is not None:
+        ev = ev[(ev["date"] < asof + pd.Timedelta(days=settings.horizon_days)).to_numpy()]
     types = []
     if len(ev):
         counts = ev["event_type"].astype(str).value_counts()
@@ -225,12 +228,14 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     T = len(dates)
     catalog = inputs.catalog.set_index("sku_id")
 
-    # sales (observed units, price, promo flag) in the history window
+    # sales (observed units, price, promo flag) before `asof`, as column arrays (no copy of the frame); one
+    # factorization of the ids serves every per-series statistic below
     s = inputs.sales
-    s = s[(s["date"] < asof)]
-    s_code = _series_codes(s, series)  # one factorization of the ids serves every per-series statistic below
-    s_date = s["date"].to_numpy()
-    s_price = s["price"].to_numpy(dtype=np.float64)
+    before = (s["date"] < asof).to_numpy()
+    s_code = _series_codes(s, series)[before]
+    s_date = s["date"].to_numpy()[before]
+    s_price = s["price"].to_numpy(dtype=np.float64)[before]
+    s_promo = s["on_promotion"].to_numpy(dtype=bool)[before]
     # the first sale of each series
     first_t = np.full(N, n_hist, dtype=np.int64)
     known = s_code >= 0
@@ -243,7 +248,7 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     # regular price at `asof`: the series' last known price off promotion, the last row of its latest day (catalog
     # base price when never seen)
     reg = catalog.loc[series["sku_id"], "base_price"].to_numpy(dtype=np.float64).copy()
-    off_promo = known & ~s["on_promotion"].to_numpy(dtype=bool)
+    off_promo = known & ~s_promo
     reg[s_code[off_promo]] = np.nan  # rows off promotion but no price: unknown, as pandas' last() of NaNs
     off = np.flatnonzero(off_promo & ~np.isnan(s_price))
     if len(off):
@@ -256,11 +261,11 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
     keep = known & (s_date >= start.to_datetime64())
     code, t = s_code[keep], ((s_date[keep] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
     y = np.zeros((N, n_hist), dtype=np.float32)
-    y[code, t] = s["units"].to_numpy()[keep]
+    y[code, t] = s["units"].to_numpy()[before][keep]
     price = np.full((N, T), np.nan, dtype=np.float64)
     price[code, t] = s_price[keep]
     promo_flag = np.zeros((N, T), dtype=bool)
-    promo_flag[code, t] = s["on_promotion"].to_numpy(dtype=bool)[keep]
+    promo_flag[code, t] = s_promo[keep]
 
     censored = np.zeros((N, n_hist), dtype=bool)
     inv = inputs.inventory_history
@@ -545,13 +550,18 @@ class DemandForecaster:
         self.info: dict = {}
 
     # -- training --
-    def fit(self, inputs: ForecastInputs) -> "DemandForecaster":
+    def fit(self, inputs: ForecastInputs, anchor: pd.Timestamp | None = None) -> "DemandForecaster":
+        """Train as of `anchor` A (default: inputs.date) on data < A only. Inputs of a later date fit exactly as
+        the same inputs sliced at A (`forecast_inputs(tables, A)`), without that copy: every read below stops at A
+        (or at the cut before it), and calendars are read inside the windows that end there."""
         st = self.settings
         t_start = time.perf_counter()
-        A = inputs.date
+        A = inputs.date if anchor is None else pd.Timestamp(anchor).normalize()
+        if A > inputs.date:
+            raise ValueError(f"anchor {A:%Y-%m-%d} is after the inputs' date {inputs.date:%Y-%m-%d}")
         cut = A - pd.Timedelta(days=st.calibration_days)  # train < cut, calibrate on [cut, A)
-        self.meta = _feature_meta(inputs, st)
-        series = self._history_series(inputs)
+        self.meta = _feature_meta(inputs, st, A)
+        series = self._history_series(inputs, A)
         # deterministic sample of series when the group is larger than the training budget
         days = st.train_window_days + _lookback(st)
         max_series = max(st.max_train_rows // max(st.train_window_days, 1), 1)
@@ -578,7 +588,7 @@ class DemandForecaster:
         else:
             panel = _build_panel(inputs, series, cut, start, st.calibration_days, self.meta, elasticity=el)
             self.fcst = self._fit_lgbm(*self._lgbm_features(panel), cut)
-        self._calibrate(inputs, panel, cut)
+        self._calibrate(inputs, panel, cut, A)
         del panel
         if st.refit_on_holdout and self.fcst is not None:
             # the calibration (dispersion, intermittent model) stays; LightGBM also learns the holdout weeks
@@ -643,13 +653,15 @@ class DemandForecaster:
         return np.where(np.isfinite(e), e, fill)
 
     @staticmethod
-    def _history_series(inputs: PlanningInputs) -> pd.DataFrame:
+    def _history_series(inputs: PlanningInputs, before: pd.Timestamp) -> pd.DataFrame:
+        """The store series with a sales row dated before `before`, sorted, with their category."""
         s = inputs.sales
-        s = s.loc[s["location_id"].isin(_stores(inputs)), ["sku_id", "location_id"]].drop_duplicates()
+        s = s.loc[(s["location_id"].isin(_stores(inputs)) & (s["date"] < before)).to_numpy(),
+                  ["sku_id", "location_id"]].drop_duplicates()
         s = s.merge(inputs.catalog[["sku_id", "category"]], on="sku_id", how="inner")
         return s.sort_values(["sku_id", "location_id"]).reset_index(drop=True).astype(object)
 
-    def _calibrate(self, inputs: ForecastInputs, panel: Panel, cut: pd.Timestamp) -> None:
+    def _calibrate(self, inputs: ForecastInputs, panel: Panel, cut: pd.Timestamp, anchor: pd.Timestamp) -> None:
         """Predict the holdout [cut, A) from data < cut: fit NB dispersions and pick the intermittent model."""
         st = self.settings
         h = st.calibration_days
@@ -661,7 +673,7 @@ class DemandForecaster:
         # only (cheaper) widened their bands and lowered their medians: daily WAPE 0.512 -> 0.515 on 12 M5 cutoffs
         means = self._predict_means(panel, est)
         s = inputs.sales
-        s = s[(s["date"] >= cut) & (s["date"] < inputs.date)]
+        s = s[(s["date"] >= cut) & (s["date"] < anchor)]
         ser = panel.series
         code = _series_codes(s, ser)
         k = code >= 0
@@ -670,7 +682,7 @@ class DemandForecaster:
         y[code[k], t] = s["units"].to_numpy()[k]
         inv = inputs.inventory_history
         if inv is not None and len(inv):
-            iw = inv[(inv["date"] >= cut) & (inv["on_hand"] <= 0)]
+            iw = inv[(inv["date"] >= cut) & (inv["date"] < anchor) & (inv["on_hand"] <= 0)]
             ic = _series_codes(iw, ser)
             m = ic >= 0
             it = ((iw["date"].to_numpy()[m] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
@@ -917,9 +929,10 @@ def _wape(y: np.ndarray, f: np.ndarray) -> float | None:
     return float(np.abs(f - y).sum() / s) if s > 0 else None
 
 
-def train_forecaster(inputs: ForecastInputs, settings: ForecastSettings | None = None) -> DemandForecaster:
-    """Fit the engine on `inputs` (as of the training anchor: everything < inputs.date)."""
-    return DemandForecaster(settings).fit(inputs)
+def train_forecaster(inputs: ForecastInputs, settings: ForecastSettings | None = None,
+                     anchor: pd.Timestamp | None = None) -> DemandForecaster:
+    """Fit the engine on `inputs` as of the training anchor (default inputs.date): everything < anchor."""
+    return DemandForecaster(settings).fit(inputs, anchor)
 
 
 # ---- cache and the entry point ----------------------------------------------------------------------------------
@@ -933,8 +946,11 @@ def _atomic_pickle(obj, path: str) -> None:
 
 
 def load_or_train(tables: dict[str, pd.DataFrame], date, sku_group: str, settings: ForecastSettings,
-                  cache_dir: str | None) -> tuple[DemandForecaster, bool, pd.Timestamp]:
-    """The model for planning `date`: the cached one for its anchor, else trained on data < anchor (and cached)."""
+                  cache_dir: str | None,
+                  inputs: ForecastInputs | None = None) -> tuple[DemandForecaster, bool, pd.Timestamp]:
+    """The model for planning `date`: the cached one for its anchor, else trained on data < anchor (and cached).
+    `inputs`: `forecast_inputs(tables, date, sku_group)` when the caller has them (the training reads them up to
+    the anchor, without slicing a copy at the anchor)."""
     anchor = anchor_date(date, settings.retrain_every_days)
     path = _cache_path(cache_dir, sku_group, anchor) if cache_dir else None
     if path and os.path.exists(path):
@@ -945,7 +961,9 @@ def load_or_train(tables: dict[str, pd.DataFrame], date, sku_group: str, setting
                 return payload["model"], False, anchor
         except (pickle.UnpicklingError, EOFError, AttributeError, KeyError):
             pass  # unreadable or stale cache: retrain and overwrite
-    model = train_forecaster(forecast_inputs(tables, anchor, sku_group, settings.horizon_days), settings)
+    if inputs is None:
+        inputs = forecast_inputs(tables, date, sku_group, settings.horizon_days)
+    model = train_forecaster(inputs, settings, anchor)
     if path:
         _atomic_pickle({"fingerprint": settings.fingerprint(), "model": model}, path)
     return model, True, anchor
@@ -959,9 +977,9 @@ def forecast_for_date(tables: dict[str, pd.DataFrame], date, sku_group: str, set
     see DemandForecaster.predict."""
     settings = settings or ForecastSettings()
     t0 = time.perf_counter()
-    model, trained_now, anchor = load_or_train(tables, date, sku_group, settings, cache_dir)
-    t1 = time.perf_counter()
     inputs = forecast_inputs(tables, date, sku_group, settings.horizon_days)
+    model, trained_now, anchor = load_or_train(tables, date, sku_group, settings, cache_dir, inputs)
+    t1 = time.perf_counter()
     forecast = model.predict(inputs, prices=prices)
     t2 = time.perf_counter()
     mix = forecast.drop_duplicates(["sku_id", "location_id"])["model"].value_counts().sort_index()
