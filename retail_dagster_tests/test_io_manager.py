@@ -263,7 +263,15 @@ def test_frames_written_by_the_process_load_as_the_file_would(tmp_path):
     first = io.load_input(ctx)
     pd.testing.assert_frame_equal(first, pd.read_parquet(path))
     assert iom._WRITTEN.get(str(path)) is not None  # served from memory
-    first.loc[0, "p50"] = -1.0  # a step changing its input changes nobody else's
+    # inputs are read-only, from memory or from the file: writing into one fails loudly, so a step can never change
+    # what another step is served; replacing a column builds the step's own frame
+    from_file = iom._decode(path.read_bytes(), iom.PARQUET)
+    for loaded in (first, from_file):
+        with pytest.raises(ValueError, match="read-only"):
+            loaded.loc[0, "p50"] = -1.0
+        with pytest.raises(ValueError, match="read-only"):
+            loaded["target_date"].to_numpy()[0] = np.datetime64("2000-01-01")
+    first["p50"] = first["p50"] * 2.0
     frame.loc[1, "p50"] = -2.0  # nor does the asset changing its output after yielding it
     pd.testing.assert_frame_equal(io.load_input(ctx), pd.read_parquet(path))
     # the file replaced behind the manager's back (another run): the file wins

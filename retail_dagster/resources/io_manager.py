@@ -20,6 +20,7 @@ import os
 from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field, PrivateAttr
 
@@ -170,14 +171,32 @@ def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
         f"{type(obj).__name__}. Return a DataFrame, or give this asset another io_manager_key.")
 
 
+def read_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the arrays of its numpy-backed columns marked read-only (in place; returned for chaining).
+
+    Every DataFrame a step loads is read-only, whether it was decoded from the file or served from this process's
+    memory, so a step that wrote into its input's values would fail the same loud way in every run instead of
+    changing, in one run only, the copy other steps are served. Adding, replacing or dropping columns of an input
+    is fine (that builds a new frame); a step that wants to edit values copies its input first."""
+    for block in frame._mgr.blocks:
+        values = block.values  # a numpy array, or an extension array wrapping one (datetime64[ns])
+        array = values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None)
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    return frame
+
+
 class _WrittenFrames:
     """Frames this process wrote to local files, kept so the run's later steps skip decoding them again.
 
     A value is served only while its file is the one written (same inode, size and mtime: a rerun or another
     process that replaced it makes the entry stale), and only frames that come back from Parquet unchanged are
     kept (default index, str column names, float/int/bool/datetime columns and object columns holding str only),
-    so a step receives exactly what reading the file would give. Each load gets its own deep copy: a step that
-    changes its input cannot change another step's. Bounded by `budget_bytes`, oldest dropped first.
+    so a step receives exactly what reading the file would give. The kept copy's arrays are read-only and each load
+    gets a shallow copy of it: a step may add, replace or drop columns of its input freely, and one that wrote into
+    its input's values in place would fail loudly instead of changing another step's input (no step does; the
+    tests run every step on cache hits). So a step's inputs cost no second copy of the data. Bounded by
+    `budget_bytes`, oldest dropped first.
     """
 
     def __init__(self) -> None:
@@ -208,9 +227,10 @@ class _WrittenFrames:
         token = self._token(path)
         if token is None or size > budget_bytes or not self.round_trips(frame):
             return
+        kept = read_only(frame.copy(deep=True))
         with self._lock:
             self._frames.pop(path, None)
-            self._frames[path] = (token, frame.copy(deep=True), size)
+            self._frames[path] = (token, kept, size)
             while sum(v[2] for v in self._frames.values()) > budget_bytes:
                 self._frames.popitem(last=False)
 
@@ -223,7 +243,7 @@ class _WrittenFrames:
             with self._lock:
                 self._frames.pop(path, None)
             return None
-        return entry[1].copy(deep=True)
+        return entry[1].copy(deep=False)
 
     def moved(self, src: str, dst: str) -> None:
         with self._lock:
@@ -237,7 +257,7 @@ _WRITTEN = _WrittenFrames()
 
 def _decode(data: bytes, ext: str) -> Any:
     if ext == PARQUET:
-        return pd.read_parquet(io.BytesIO(data))
+        return read_only(pd.read_parquet(io.BytesIO(data)))
     return json.loads(data.decode("utf-8"))
 
 
