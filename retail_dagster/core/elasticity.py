@@ -195,8 +195,8 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
     ev = _event_codes(pd.DataFrame({"date": dates}, copy=False), events, region, grp_codes[sku])
     if ev is not None:
         raw.append((ev[0], "event"))
-    # the row copy and the per-row intermediates are done with: free them before the effects are compacted (at
-    # 10,000 SKUs x 10 stores they are gigabytes, and a retraining run peaks here)
+    # the per-row intermediates are done with: free them before the effects are compacted (at 10,000 SKUs x 10
+    # stores they are gigabytes, and a retraining run peaks here)
     del dates, day, loc, sl, region, dow, logp
 
     # rows in a fixed-effect cell with no sales carry no information (the cell's factor would be 0): drop them,
@@ -230,18 +230,15 @@ def _design(sales: pd.DataFrame, catalog: pd.DataFrame, inventory: pd.DataFrame 
 
 
 def _within(x: np.ndarray, p: np.ndarray, mu: np.ndarray, effects, sweeps: int,
-            out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """x and p with the (mu-weighted) fixed effects projected out by alternating demeaning: profiling the fixed
-    effects out of the Newton step makes it converge in a few iterations instead of zig-zagging. `out`: two
-    arrays shaped like x to hold the result (a fit reuses them every iteration instead of allocating)."""
+    effects out of the Newton step makes it converge in a few iterations instead of zig-zagging. The result is
+    written into `out`, two arrays shaped like x that a fit reuses every iteration instead of allocating."""
     from .fe_kernels import demean
 
-    if out is None:
-        xt, pt = x.copy(), p.copy()
-    else:
-        xt, pt = out
-        np.copyto(xt, x)
-        np.copyto(pt, p)
+    xt, pt = out
+    np.copyto(xt, x)
+    np.copyto(pt, p)
     for _ in range(sweeps):
         for c, n, _ in effects:
             demean(c, n, mu, xt, pt)

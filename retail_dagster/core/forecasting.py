@@ -147,11 +147,11 @@ class FeatureMeta:
     event_types: list[str]
 
 
-def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings, asof: pd.Timestamp | None = None) -> FeatureMeta:
-    """`asof`: count only the events known then (dated before asof + horizon), as in inputs sliced at asof."""
+def _feature_meta(inputs: PlanningInputs, settings: ForecastSettings, asof: pd.Timestamp) -> FeatureMeta:
+    """Categories, stores and the most frequent event types known at `asof` (events dated before asof + horizon,
+    as in inputs sliced at asof)."""
     ev = inputs.events
-    if asof is not None:
-        ev = ev[(ev["date"] < asof + pd.Timedelta(days=settings.horizon_days)).to_numpy()]
+    ev = ev[(ev["date"] < asof + pd.Timedelta(days=settings.horizon_days)).to_numpy()]
     types = []
     if len(ev):
         counts = ev["event_type"].astype(str).value_counts()
@@ -860,7 +860,7 @@ def _fit_elasticities(inputs: ForecastInputs, cut: pd.Timestamp, settings: Forec
     from .elasticity import ElasticitySettings, estimate_elasticities
 
     first = cut - pd.Timedelta(days=settings.train_window_days)
-    s = inputs.sales  # the window is passed as a mask: the estimator copies its rows once
+    s = inputs.sales  # the window is passed as a mask: the estimator reads the kept rows column by column
     window = ((s["date"] < cut) & (s["date"] >= first) & s["location_id"].isin(_stores(inputs))).to_numpy()
     inv = inputs.inventory_history
     if inv is not None:  # the estimator reads only the stocked-out days: select them, not the whole window
