@@ -80,16 +80,14 @@ def latest_plannable_date() -> str:
 
 
 def run_pipeline(date: str, groups: list[str] | None = None, instance=None, raise_on_error: bool = False,
-                 log_level: str = "WARNING", defs=None, step_timing: bool = True) -> dict:
-    """Materialize the daily pipeline for `date` and each group, in process, through the job the UI uses
-    (`defs`: other definitions holding that job, e.g. the pilot's, with other resources; `step_timing`: read each
-    run's event log back for per-step seconds)."""
+                 log_level: str = "WARNING", defs=None, step_timing: bool = True, workers: int = 0) -> dict:
+    """Materialize the daily pipeline for `date` and each group through the job the UI uses (`defs`: other
+    definitions holding that job, e.g. the pilot's, with other resources; `step_timing`: read each run's event log
+    back for per-step seconds). `workers` 0: the groups' runs one after the other in this process; N: each group's
+    run in a process of its own forked from a preloaded server (`preload.py`), at most N at once."""
     import dagster as dg
 
     from .jobs import DAILY_PIPELINE
-
-    if defs is None:
-        from .definitions import defs
     from .partitions import partition_key, partition_setup
 
     all_groups = list(partition_setup()[1])
@@ -98,6 +96,12 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
     unknown = sorted(set(groups) - set(all_groups))
     if unknown:
         raise UserError(f"unknown SKU group(s) {unknown}; groups: {all_groups}")
+    if workers:
+        if defs is not None or instance is not None:
+            raise ValueError("run_pipeline(workers=...) runs the code location's job on the configured instance")
+        return _run_in_workers(date, groups, workers, log_level, raise_on_error, step_timing)
+    if defs is None:
+        from .definitions import defs
     job = defs.resolve_job_def(DAILY_PIPELINE)
     if instance is None:
         instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
@@ -108,6 +112,66 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
                                    {"loggers": {"console": {"config": {"log_level": log_level}}}})
         summary["groups"][group] = summarize_result(result, instance if step_timing else None, t0)
         summary["success"] &= result.success
+    return summary
+
+
+def _group_run(conn, date: str, group: str, log_level: str, raise_on_error: bool, step_timing: bool,
+               threads: int) -> None:
+    """One group's run in a forked worker process: its summary (with its peak RSS) goes back through `conn`."""
+    from .preload import limit_threads, peak_rss_gb
+
+    limit_threads(threads)
+    try:
+        summary = run_pipeline(date, [group], log_level=log_level, raise_on_error=raise_on_error,
+                               step_timing=step_timing)
+        summary["groups"][group]["peak_rss_gb"] = round(peak_rss_gb(), 3)
+    except BaseException as exc:  # sent back whole: the parent reports it as this group's failure
+        summary = {"error": f"{type(exc).__name__}: {exc}"}
+    conn.send(summary)
+    conn.close()
+
+
+def _run_in_workers(date: str, groups: list[str], workers: int, log_level: str, raise_on_error: bool,
+                    step_timing: bool) -> dict:
+    """Each group's run in its own process forked from the preloaded server, at most `workers` at once, each with
+    its share of the run's threads (the cores, or OMP_NUM_THREADS when set, divided by `workers`)."""
+    from multiprocessing.connection import wait
+
+    from .core.loading import run_threads
+    from .preload import worker_context
+
+    ctx = worker_context()
+    threads = max(1, run_threads() // workers)
+    summary: dict = {"date": date, "groups": {}, "success": True}
+    pending, running = list(groups), {}
+    while pending or running:
+        while pending and len(running) < workers:
+            group = pending.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            process = ctx.Process(target=_group_run, name=f"retail-dagster-{group}",
+                                  args=(send, date, group, log_level, raise_on_error, step_timing, threads))
+            process.start()
+            send.close()
+            running[group] = (process, recv, time.perf_counter())
+        wait([r[1] for r in running.values()] + [r[0].sentinel for r in running.values()])
+        for group, (process, recv, t0) in list(running.items()):
+            if not recv.poll() and process.is_alive():
+                continue
+            result = recv.recv() if recv.poll() else None
+            process.join()
+            if result is None:  # died without a word (killed, out of memory)
+                result = {"error": f"the run's process exited with code {process.exitcode}"}
+            del running[group]
+            if "error" in result:
+                if raise_on_error:
+                    raise RuntimeError(f"group {group}: {result['error']}")
+                result = {"groups": {group: {"success": False, "run_id": "-" * 8, "rows": {}, "checks": {},
+                                             "errors": [result["error"]], "input_errors": [], "decided": {},
+                                             "warnings": [], "paths": {}, "llm_usd": 0.0, "step_seconds": {},
+                                             "seconds": round(time.perf_counter() - t0, 2)}}}
+            summary["groups"][group] = result["groups"][group]
+            summary["success"] &= summary["groups"][group]["success"]
+    summary["groups"] = {g: summary["groups"][g] for g in groups}
     return summary
 
 
@@ -298,7 +362,7 @@ def _cmd_run(args) -> int:
     check_settings()
     date = check_planning_date(args.date or latest_plannable_date())
     groups = list(dict.fromkeys(g.strip() for g in args.groups.split(",") if g.strip())) if args.groups else None
-    summary = run_pipeline(date, groups, log_level="DEBUG" if args.verbose else "CRITICAL")
+    summary = run_pipeline(date, groups, log_level="DEBUG" if args.verbose else "CRITICAL", workers=args.workers)
     print_summary(summary)
     if args.json:
         print(json.dumps(summary, default=str))
@@ -375,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="where asset values go (default ./out)")
     r.add_argument("--json", action="store_true", help="also print the summary as JSON")
     r.add_argument("--verbose", action="store_true", help="show Dagster's debug log")
+    r.add_argument("--workers", type=int, default=0,
+                   help="run each group in its own process, forked from one that imported the code location once, "
+                        "at most this many at once, the cores shared between them (default 0: one after the other "
+                        "in this process)")
     r.set_defaults(fn=_cmd_run)
 
     b = sub.add_parser("backtest", help="rolling-origin forecast backtest vs statsforecast baselines")

@@ -1,0 +1,164 @@
+"""Runs in processes forked from a preloaded server (`retail_dagster/preload.py`): the same outputs as a run in a
+process of its own, and, through the run launcher, the lifecycle a deployment relies on (success, a killed worker
+reported failed to run monitoring, termination marked canceled).
+
+Each scenario runs in a subprocess of its own, so that its environment (data, outputs, model cache) is the one
+the preloaded server imports the code location with, as in a deployment."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+DATE = "2026-11-25"
+
+
+def _env(demo_path: str, out: str, model_cache: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETAIL_DAGSTER_", "DAGSTER_HOME"))}
+    env.update(RETAIL_DAGSTER_SOURCE="files", RETAIL_DAGSTER_DATA=demo_path, RETAIL_DAGSTER_OUT=out,
+               RETAIL_DAGSTER_MODEL_CACHE=model_cache, RETAIL_DAGSTER_GROUPS="apparel,grocery,household",
+               OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    return env
+
+
+def _cli_run(env: dict, *extra: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "retail_dagster.cli", "run", "--date", DATE, "--json", *extra],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _outputs(out: str, group: str | None = None) -> dict[str, pd.DataFrame]:
+    files = sorted(glob.glob(os.path.join(out, "*", DATE, f"{group or '*'}.parquet")))
+    return {os.path.relpath(f, out): pd.read_parquet(f) for f in files}
+
+
+def _assert_same_outputs(a: dict, b: dict) -> None:
+    assert a and sorted(a) == sorted(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+@pytest.fixture(scope="module")
+def one_process(demo_path, model_cache, tmp_path_factory):
+    """The day's three groups one after the other in one process (the CLI's default)."""
+    out = str(tmp_path_factory.mktemp("one_process"))
+    return _cli_run(_env(demo_path, out, model_cache)), out
+
+
+def test_workers_decide_exactly_as_one_process(one_process, demo_path, model_cache, tmp_path):
+    summary, out = one_process
+    forked = _cli_run(_env(demo_path, str(tmp_path), model_cache), "--workers", "2")
+    assert summary["success"] and forked["success"]
+    assert list(forked["groups"]) == ["apparel", "grocery", "household"]  # in the order asked, whatever finished first
+    for group, g in forked["groups"].items():
+        assert g["run_id"] != summary["groups"][group]["run_id"]
+        assert set(g["step_seconds"]) == set(summary["groups"][group]["step_seconds"])
+        assert g["peak_rss_gb"] > 0
+        assert g["checks"] == summary["groups"][group]["checks"]
+    _assert_same_outputs(_outputs(out), _outputs(str(tmp_path)))
+
+
+def launcher_scenario(result_path: str) -> None:
+    """Run in a subprocess by the test below: launch three partitions through PreloadedRunLauncher on a test
+    instance and record what happened to each."""
+    import signal
+
+    import dagster as dg
+    from dagster._core.execution.execute_in_process import merge_run_tags
+    from dagster._core.launcher.base import WorkerStatus
+    from dagster._core.test_utils import in_process_test_workspace, poll_for_finished_run
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from retail_dagster.definitions import defs
+    from retail_dagster.jobs import DAILY_PIPELINE
+    from retail_dagster.partitions import partition_key
+    from retail_dagster.preload import PID_TAG
+    from retail_dagster.schedules import IN_PROCESS_RUN_CONFIG  # as the daily schedule's runs
+
+    job_def = defs.resolve_job_def(DAILY_PIPELINE)
+    launcher = {"module": "retail_dagster.preload", "class": "PreloadedRunLauncher", "config": {"threads_per_run": 1}}
+    origin = LoadableTargetOrigin(executable_path=sys.executable, module_name="retail_dagster.definitions")
+    found: dict = {}
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance, \
+            in_process_test_workspace(instance, origin) as workspace:
+        location = next(iter(workspace.get_code_location_entries().values())).code_location
+        remote_job = next(iter(location.get_repositories().values())).get_full_job(DAILY_PIPELINE)
+
+        def launch(group: str) -> str:
+            tags = merge_run_tags(job_def=job_def, partition_key=partition_key(DATE, group), tags=None,
+                                  asset_selection=[], instance=instance, run_config=IN_PROCESS_RUN_CONFIG)
+            run = instance.create_run_for_job(job_def=job_def, tags=tags, run_config=IN_PROCESS_RUN_CONFIG,
+                                              remote_job_origin=remote_job.get_remote_origin(),
+                                              job_code_origin=remote_job.get_python_origin())
+            instance.launch_run(run.run_id, workspace)
+            return run.run_id
+
+        def started(run_id: str):
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                run = instance.get_run_by_id(run_id)
+                if run.status.value == "STARTED" and PID_TAG in run.tags:
+                    return run
+                time.sleep(0.1)
+            raise TimeoutError(run_id)
+
+        def exited(run):
+            """The launcher's health report once the run's process has exited."""
+            deadline = time.time() + 60
+            health = instance.run_launcher.check_run_worker_health(run)
+            while health.status == WorkerStatus.RUNNING and time.time() < deadline:
+                time.sleep(0.1)
+                health = instance.run_launcher.check_run_worker_health(run)
+            return health
+
+        ok = launch("grocery")
+        run = poll_for_finished_run(instance, ok, timeout=300)
+        messages = [e.dagster_event.message or "" for e in instance.all_logs(ok) if e.is_dagster_event]
+        found["ok"] = {"status": run.status.value, "pid": run.tags.get(PID_TAG), "parent_pid": os.getpid(),
+                       "messages": messages, "health": exited(run).status.value}
+
+        killed = launch("apparel")
+        run = started(killed)
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        health = exited(run)
+        found["killed"] = {"health": health.status.value, "msg": health.msg}
+
+        canceled = launch("household")
+        started(canceled)
+        found["terminate_returned"] = instance.run_launcher.terminate(canceled)
+        found["canceled"] = poll_for_finished_run(instance, canceled, timeout=120).status.value
+    with open(result_path, "w") as f:
+        json.dump(found, f)
+
+
+@pytest.mark.slow
+def test_launcher_runs_partitions_in_preloaded_processes(one_process, demo_path, model_cache, tmp_path):
+    out, result = str(tmp_path / "out"), str(tmp_path / "found.json")
+    code = f"from retail_dagster_tests.test_preload import launcher_scenario; launcher_scenario({result!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=_env(demo_path, out, model_cache), cwd=os.getcwd(),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.load(open(result))
+
+    ok = found["ok"]
+    assert ok["status"] == "SUCCESS" and ok["health"] == "SUCCESS"
+    assert any(m.endswith(f"Launched run in a preloaded worker process (pid: {ok['pid']}).") for m in ok["messages"])
+    assert f"Started process for run (pid: {ok['pid']})." in ok["messages"]  # Dagster's run worker, in that process
+    assert int(ok["pid"]) != ok["parent_pid"]
+    _assert_same_outputs(_outputs(one_process[1], "grocery"), _outputs(out, "grocery"))
+
+    # a worker killed mid-run: run monitoring is told it failed, and why
+    assert found["killed"]["health"] == "FAILED", found["killed"]
+    assert "signal 9" in found["killed"]["msg"]
+
+    # terminate: SIGINT to the run's process, which Dagster's run worker turns into a canceled run
+    assert found["terminate_returned"] is True
+    assert found["canceled"] == "CANCELED"
