@@ -11,11 +11,17 @@ the number of cores), then as a deployment on this machine runs them, at most
 max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency so runs never oversubscribe the
 cores (`parallel_wall_seconds`). `--cold-parallel` also times a retraining day as a deployment runs it: the
 model cache emptied, then the same concurrent runs train and cache every group's models again
-(`cold_parallel_wall_seconds`). `overhead_seconds` is the sequential wall time outside the assets' steps (process
-start, imports, Dagster run setup, the run summary). Peak RSS is the largest of those processes (`peak_rss_gb`),
-and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel, cold_parallel). The last line is JSON with skus, stores,
+(`cold_parallel_wall_seconds`). The preloaded passes run the day's groups through one `retail-dagster run
+--workers N`: each group's run is still a process of its own, forked from a server that imported the code location
+and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
+(`preloaded_wall_seconds`: one run at a time with every core; `preloaded_parallel_wall_seconds`: `--concurrency` at
+once, the cores shared; both include the CLI's start and the server's imports). `overhead_seconds` is the
+sequential wall time outside the assets' steps (process start, imports, Dagster run setup, the run summary). Peak
+RSS is the largest of those processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel,
+preloaded, preloaded_parallel, cold_parallel). The last line is JSON with skus, stores,
 wall_seconds, cold_wall_seconds, parallel_wall_seconds, cold_parallel_wall_seconds, overhead_seconds, peak_rss_gb,
-peak_rss_gb_by_pass, per_asset_seconds, cold_per_asset_seconds, and import_seconds_per_run (a fresh process
+peak_rss_gb_by_pass, per_asset_seconds, cold_per_asset_seconds, preloaded_wall_seconds,
+preloaded_parallel_wall_seconds, preloaded_per_asset_seconds, and import_seconds_per_run (a fresh process
 importing what a run imports: the floor every run pays before its first step).
 """
 
@@ -106,6 +112,29 @@ def run_groups(groups: list[str], date: str, env: dict, concurrency: int = 1,
     return time.perf_counter() - t0, dict(per_step), ok, outside
 
 
+def run_preloaded(date: str, env: dict, workers: int, name: str) -> tuple[float, dict, bool]:
+    """The day's groups through one `retail-dagster run --workers N`: each group's run is a process forked from a
+    server that imported the code location and the steps' libraries once (as `PreloadedRunLauncher` starts a
+    deployment's runs), at most `workers` at once, the cores shared between them. (wall seconds, the CLI's own start
+    and the server's imports included; per-step seconds summed over the groups; success). Each run's peak RSS,
+    the server's shared pages included, goes to PEAK_RSS_GB[name]."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "retail_dagster.cli", "run", "--date", date, "--json",
+                           "--workers", str(workers)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-3000:])
+        return wall, {}, False
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    per_step: dict[str, float] = defaultdict(float)
+    for group, g in summary["groups"].items():
+        for step, sec in g["step_seconds"].items():
+            per_step[step] += sec
+        print(f"  {group}: {g['seconds']:.1f}s in the run, peak RSS {g['peak_rss_gb']:.2f} GB")
+    PEAK_RSS_GB[name] = max(g["peak_rss_gb"] for g in summary["groups"].values())
+    return wall, dict(per_step), summary["success"]
+
+
 # what every run's process imports before it can do any work: the code location, then the steps' libraries
 IMPORTS = "import retail_dagster.definitions, lightgbm, mlforecast"
 
@@ -179,6 +208,17 @@ def main() -> int:
         parallel, _, pok, _ = run_groups(groups, date, penv, args.concurrency, name="parallel")
         ok &= pok
         print(f"parallel daily run: {parallel:.1f}s, success={pok}")
+    print("daily run with cached models, each group's run forked from a preloaded server, one after the other:")
+    preloaded, pre_steps, prok = run_preloaded(date, senv, 1, "preloaded")
+    ok &= prok
+    print(f"preloaded daily run: {preloaded:.1f}s, success={prok}")
+    _print_steps(pre_steps)
+    preloaded_parallel = None
+    if args.concurrency > 1:
+        print(f"daily run with cached models, forked from a preloaded server, {args.concurrency} runs at once:")
+        preloaded_parallel, _, pprok = run_preloaded(date, senv, args.concurrency, "preloaded_parallel")
+        ok &= pprok
+        print(f"preloaded parallel daily run: {preloaded_parallel:.1f}s, success={pprok}")
     if args.cold_parallel:
         shutil.rmtree(env["RETAIL_DAGSTER_MODEL_CACHE"], ignore_errors=True)
         print(f"retraining day, {args.concurrency} runs at once ({penv['OMP_NUM_THREADS']} thread(s) each), "
@@ -187,7 +227,7 @@ def main() -> int:
         ok &= cpok
         print(f"parallel retraining day: {cold_parallel:.1f}s, success={cpok}")
         _print_steps(cp_steps)
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    rss_gb = max([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2, *PEAK_RSS_GB.values()])
     imports = import_floor(senv)
     print(f"imports of one run's process: {imports:.1f}s; for {len(groups)} runs {imports * len(groups):.1f}s "
           f"one after the other, {imports * len(groups) / max(args.concurrency, 1):.1f}s on {args.concurrency} "
@@ -197,6 +237,10 @@ def main() -> int:
                       "cold_wall_seconds": round(cold, 2) if cold is not None else None,
                       "parallel_wall_seconds": round(parallel, 2) if parallel is not None else None,
                       "cold_parallel_wall_seconds": round(cold_parallel, 2) if cold_parallel is not None else None,
+                      "preloaded_wall_seconds": round(preloaded, 2),
+                      "preloaded_parallel_wall_seconds":
+                          round(preloaded_parallel, 2) if preloaded_parallel is not None else None,
+                      "preloaded_per_asset_seconds": {k: round(v, 2) for k, v in pre_steps.items()},
                       "overhead_seconds": round(overhead, 2), "concurrency": args.concurrency,
                       "import_seconds_per_run": round(imports, 2),
                       "data_seconds": round(gen_seconds, 2), "peak_rss_gb": round(rss_gb, 3),
