@@ -357,6 +357,10 @@ def check_planning_date(date: str) -> str:
 
 def _cmd_run(args) -> int:
     _configure_env(args)
+    if args.workers:  # the server imports the run's stack while this process reads the settings and the partitions
+        from .preload import worker_context
+
+        worker_context(start=True)
     from .settings import check_settings
 
     check_settings()

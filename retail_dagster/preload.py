@@ -7,11 +7,11 @@ start method with preloaded modules pays that once: the server imports them, and
 of it (copy-on-write), so a run starts in a fraction of a second, with its own memory, its own failure and its
 own exit, as before. Two users of it:
 
-- `PreloadedRunLauncher`: a Dagster run launcher for a deployment on one host (the daemon launches each queued
-  run as a forked process). Configure it in `$DAGSTER_HOME/dagster.yaml`:
+- `launcher.PreloadedRunLauncher`: a Dagster run launcher for a deployment on one host (the daemon launches each
+  queued run as a forked process). Configure it in `$DAGSTER_HOME/dagster.yaml`:
 
       run_launcher:
-        module: retail_dagster.preload
+        module: retail_dagster.launcher
         class: PreloadedRunLauncher
         config:
           threads_per_run: 1          # optional: cores / max_concurrent_runs
@@ -25,36 +25,26 @@ fork of it is safe. A module that fails to import is skipped by the server and i
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
-import signal
-import socket
-import sys
 import threading
-from collections.abc import Mapping
-from typing import Any
-
-from dagster._core.launcher.base import (
-    CheckRunHealthResult,
-    LaunchRunContext,
-    RunLauncher,
-    WorkerStatus,
-)
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 # what a daily run imports before its first step: the code location (Dagster, pandas, pyarrow), then the forecast
 # step's libraries (LightGBM with scikit-learn and SciPy; mlforecast, which imports numba), then Dagster's run worker
 PRELOAD_MODULES = ("retail_dagster.definitions", "lightgbm", "mlforecast", "dagster._cli.api")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-PID_TAG, HOST_TAG = "retail_dagster/worker_pid", "retail_dagster/worker_host"
 _server_lock = threading.Lock()
 
 
-def worker_context(preload: tuple[str, ...] = PRELOAD_MODULES) -> multiprocessing.context.BaseContext:
-    """The forkserver context whose server has imported `preload` (the server starts with the first process, with
-    this process's environment; one server per process)."""
+def worker_context(preload: tuple[str, ...] = PRELOAD_MODULES, start: bool = False):
+    """The forkserver context whose server has imported `preload` (one server per process, started with the first
+    process, or now with `start`, with this process's environment at that moment). This module imports only the
+    standard library, so a caller can start the server before importing anything heavy itself."""
     ctx = multiprocessing.get_context("forkserver")
     with _server_lock:
         ctx.set_forkserver_preload(list(preload))
+        if start:
+            multiprocessing.forkserver.ensure_running()
     return ctx
 
 
@@ -82,150 +72,3 @@ def peak_rss_gb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-
-
-def _execute_run(run_id: str, instance_ref, threads: int | None) -> None:
-    """A launched run's process: what `dagster api execute_run` does, in a fork of the preloaded server."""
-    limit_threads(threads)
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._core.instance import DagsterInstance
-    from dagster._utils.interrupts import capture_interrupts
-
-    with capture_interrupts():
-        with DagsterInstance.from_ref(instance_ref) as instance:
-            code = _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)
-    sys.exit(code)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown"
-        return f"killed by signal {-code} ({name}), exit code {code}"
-    return f"exit code {code}"
-
-
-class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
-    """Launches each run as a local process forked from a server that has already imported the code location and
-    the steps' libraries (module docstring). For a deployment on one host: runs need the code importable where the
-    daemon runs, as with Dagster's own local launchers. Termination sends the run's process SIGINT (Dagster then
-    marks the run canceled); run monitoring asks for the process's exit code, so a run whose process died (killed,
-    out of memory) is marked failed and can be retried."""
-
-    def __init__(self, inst_data: ConfigurableClassData | None = None, threads_per_run: int | None = None,
-                 preload_modules: list[str] | None = None):
-        self._inst_data = inst_data
-        self._threads = threads_per_run
-        self._preload = tuple(preload_modules) if preload_modules else PRELOAD_MODULES
-        self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
-        self._exit_codes: dict[str, int] = {}
-        self._lock = threading.Lock()
-        super().__init__()
-
-    @property
-    def inst_data(self) -> ConfigurableClassData | None:
-        return self._inst_data
-
-    @classmethod
-    def config_type(cls) -> dict:
-        from dagster import Array, Field, Noneable
-
-        return {
-            "threads_per_run": Field(Noneable(int), is_required=False, default_value=None,
-                                     description="threads each run may use (cores / max_concurrent_runs); "
-                                                 "default: the environment's OMP_NUM_THREADS, else every core"),
-            "preload_modules": Field(Noneable(Array(str)), is_required=False, default_value=None,
-                                     description="modules the server imports once (default: PRELOAD_MODULES)"),
-        }
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):
-        return cls(inst_data=inst_data, **config_value)
-
-    def launch_run(self, context: LaunchRunContext) -> None:
-        run = context.dagster_run
-        process = worker_context(self._preload).Process(
-            target=_execute_run, args=(run.run_id, self._instance.get_ref(), self._threads),
-            name=f"dagster-run-{run.run_id[:8]}")
-        process.start()
-        with self._lock:
-            self._reap()
-            self._processes[run.run_id] = process
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid), HOST_TAG: socket.gethostname()})
-        self._instance.report_engine_event(f"Launched run in a preloaded worker process (pid: {process.pid}).", run,
-                                           cls=self.__class__)
-
-    def _reap(self) -> None:
-        """Close the handles of finished processes, keeping their exit codes for run monitoring."""
-        for run_id, process in list(self._processes.items()):
-            if not process.is_alive():
-                self._exit_codes[run_id] = process.exitcode
-                process.close()
-                del self._processes[run_id]
-
-    def _exit_code(self, run_id: str) -> tuple[bool, int | None]:
-        """(whether this launcher started the run's process, its exit code: None while it runs)."""
-        with self._lock:
-            self._reap()
-            if run_id in self._processes:
-                return True, None
-            if run_id in self._exit_codes:
-                return True, self._exit_codes[run_id]
-        return False, None
-
-    def _foreign_pid(self, run) -> int | None:
-        """The pid of a run this launcher did not start (e.g. before a daemon restart), if it ran on this host."""
-        if run.tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in run.tags:
-            return None
-        return int(run.tags[PID_TAG])
-
-    def terminate(self, run_id: str) -> bool:
-        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
-        if not run or run.is_finished:
-            return False
-        self._instance.report_run_canceling(run)
-        ours, code = self._exit_code(run_id)
-        pid = int(run.tags[PID_TAG]) if ours and PID_TAG in run.tags else self._foreign_pid(run)
-        if pid is None or (ours and code is not None):
-            self._instance.report_engine_event("No live run worker process to send the termination request to.",
-                                               run, cls=self.__class__)
-            return False
-        try:
-            os.kill(pid, signal.SIGINT)  # Dagster's run worker turns SIGINT into a canceled run
-        except ProcessLookupError:
-            return False
-        return True
-
-    @property
-    def supports_check_run_worker_health(self) -> bool:
-        return True
-
-    def check_run_worker_health(self, run) -> CheckRunHealthResult:
-        ours, code = self._exit_code(run.run_id)
-        if ours:
-            if code is None:
-                return CheckRunHealthResult(WorkerStatus.RUNNING)
-            if code == 0:
-                return CheckRunHealthResult(WorkerStatus.SUCCESS)
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Run worker process {_exit_text(code)}.")
-        pid = self._foreign_pid(run)
-        if pid is None:  # not started here (or its pid not tagged yet): nothing known against it, so not failed
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "No worker process of this launcher to check.")
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Run worker process (pid {pid}) is gone.")
-        return CheckRunHealthResult(WorkerStatus.RUNNING)
-
-    def join(self, timeout: int = 30) -> None:
-        with self._lock:
-            processes = list(self._processes.values())
-        for process in processes:
-            process.join(timeout)
-
-    def dispose(self) -> None:
-        self.join(0)

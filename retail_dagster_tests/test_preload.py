@@ -80,11 +80,11 @@ def launcher_scenario(result_path: str) -> None:
     from retail_dagster.definitions import defs
     from retail_dagster.jobs import DAILY_PIPELINE
     from retail_dagster.partitions import partition_key
-    from retail_dagster.preload import PID_TAG
+    from retail_dagster.launcher import PID_TAG
     from retail_dagster.schedules import IN_PROCESS_RUN_CONFIG  # as the daily schedule's runs
 
     job_def = defs.resolve_job_def(DAILY_PIPELINE)
-    launcher = {"module": "retail_dagster.preload", "class": "PreloadedRunLauncher", "config": {"threads_per_run": 1}}
+    launcher = {"module": "retail_dagster.launcher", "class": "PreloadedRunLauncher", "config": {"threads_per_run": 1}}
     origin = LoadableTargetOrigin(executable_path=sys.executable, module_name="retail_dagster.definitions")
     found: dict = {}
     with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance, \
