@@ -28,14 +28,25 @@ from dagster._core.launcher.base import (
 )
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from .preload import PRELOAD_MODULES, limit_threads, worker_context
+from .preload import PRELOAD_MODULES, code_changed, limit_threads, worker_context
 
 PID_TAG, HOST_TAG = "retail_dagster/worker_pid", "retail_dagster/worker_host"
 
 
-def _execute_run(run_id: str, instance_ref, threads: int | None) -> None:
-    """A launched run's process: what `dagster api execute_run` does, in a fork of the preloaded server."""
+def _execute_run(run_id: str, instance_ref, threads: int | None, job_origin) -> None:
+    """A launched run's process: what `dagster api execute_run` does, in a fork of the preloaded server. If the
+    project's files changed since the server imported them, this process becomes `dagster api execute_run` itself
+    (same pid, fresh imports of the new code)."""
     limit_threads(threads)
+    if code_changed():
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster._serdes import serialize_value
+
+        args = ExecuteRunArgs(job_origin=job_origin, run_id=run_id, instance_ref=instance_ref,
+                              set_exit_code_on_failure=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "dagster", "api", "execute_run", serialize_value(args)])
     from dagster._cli.api import _execute_run_command_body
     from dagster._core.instance import DagsterInstance
     from dagster._utils.interrupts import capture_interrupts
@@ -98,7 +109,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
         process = worker_context(self._preload).Process(
-            target=_execute_run, args=(run.run_id, self._instance.get_ref(), self._threads),
+            target=_execute_run, args=(run.run_id, self._instance.get_ref(), self._threads, run.job_code_origin),
             name=f"dagster-run-{run.run_id[:8]}")
         process.start()
         with self._lock:

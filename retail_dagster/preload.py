@@ -19,7 +19,9 @@ own exit, as before. Two users of it:
 - `retail-dagster run --workers N`: the day's groups as runs in forked processes, at most N at once.
 
 Only imports happen in the server (no thread pool, no OpenMP region, no file handle is opened there), so a
-fork of it is safe. A module that fails to import is skipped by the server and imported by the run as usual.
+fork of it is safe. A module that fails to import is skipped by the server and imported by the run as usual. The
+server keeps the code it imported: a run forked after the project's files changed (new code deployed, the daemon
+not restarted) replaces itself with a fresh `dagster api execute_run` process, so it never runs old code.
 """
 
 from __future__ import annotations
@@ -31,9 +33,35 @@ import threading
 
 # what a daily run imports before its first step: the code location (Dagster, pandas, pyarrow), then the forecast
 # step's libraries (LightGBM with scikit-learn and SciPy; mlforecast, which imports numba), then Dagster's run worker
-PRELOAD_MODULES = ("retail_dagster.definitions", "lightgbm", "mlforecast", "dagster._cli.api")
+# (this module first: its CODE_STAMP then records the project's files as the server imported them)
+PRELOAD_MODULES = ("retail_dagster.preload", "retail_dagster.definitions", "lightgbm", "mlforecast",
+                   "dagster._cli.api")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 _server_lock = threading.Lock()
+
+
+def code_stamp(root: str | None = None) -> str:
+    """A digest of the project's Python files (path, size, modification time) under `root` (default: this
+    package): it changes when new code is deployed."""
+    import hashlib
+
+    root = root or os.path.dirname(os.path.abspath(__file__))
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            st = os.stat(os.path.join(folder, name))
+            entries.append(f"{os.path.relpath(os.path.join(folder, name), root)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("\n".join(entries).encode()).hexdigest()
+
+
+# the project's code as this process imported it; a process forked from the server inherits the server's stamp
+CODE_STAMP = code_stamp()
+
+
+def code_changed() -> bool:
+    """Whether the project's files changed since this process (for a fork: its server) imported them."""
+    return code_stamp() != CODE_STAMP
 
 
 def worker_context(preload: tuple[str, ...] = PRELOAD_MODULES, start: bool = False):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,9 +75,10 @@ def launcher_scenario(result_path: str) -> None:
     import dagster as dg
     from dagster._core.execution.execute_in_process import merge_run_tags
     from dagster._core.launcher.base import WorkerStatus
-    from dagster._core.test_utils import in_process_test_workspace, poll_for_finished_run
+    from dagster._core.test_utils import in_process_test_workspace, poll_for_finished_run, poll_for_step_start
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+    import retail_dagster
     from retail_dagster.definitions import defs
     from retail_dagster.jobs import DAILY_PIPELINE
     from retail_dagster.partitions import partition_key
@@ -132,9 +134,17 @@ def launcher_scenario(result_path: str) -> None:
         found["killed"] = {"health": health.status.value, "msg": health.msg}
 
         canceled = launch("household")
-        started(canceled)
+        poll_for_step_start(instance, canceled, timeout=120)  # in a step, as a user cancels a run from the UI
         found["terminate_returned"] = instance.run_launcher.terminate(canceled)
         found["canceled"] = poll_for_finished_run(instance, canceled, timeout=120).status.value
+
+        # new code deployed under a running server: the run replaces itself with a fresh `dagster api execute_run`
+        os.utime(os.path.join(os.path.dirname(retail_dagster.__file__), "jobs.py"))
+        fresh = launch("grocery")
+        run = started(fresh)
+        with open(f"/proc/{run.tags[PID_TAG]}/cmdline", "rb") as f:
+            found["fresh_cmdline"] = f.read().decode().split("\0")
+        found["fresh"] = poll_for_finished_run(instance, fresh, timeout=300).status.value
     with open(result_path, "w") as f:
         json.dump(found, f)
 
@@ -142,9 +152,14 @@ def launcher_scenario(result_path: str) -> None:
 @pytest.mark.slow
 def test_launcher_runs_partitions_in_preloaded_processes(one_process, demo_path, model_cache, tmp_path):
     out, result = str(tmp_path / "out"), str(tmp_path / "found.json")
+    # the project's code from a copy, so that the scenario can "deploy new code" by touching a file of it
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shutil.copytree(os.path.join(repo, "retail_dagster"), tmp_path / "code" / "retail_dagster",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(_env(demo_path, out, model_cache), PYTHONPATH=os.pathsep.join([str(tmp_path / "code"), repo]))
     code = f"from retail_dagster_tests.test_preload import launcher_scenario; launcher_scenario({result!r})"
-    done = subprocess.run([sys.executable, "-c", code], env=_env(demo_path, out, model_cache), cwd=os.getcwd(),
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=str(tmp_path), capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     found = json.load(open(result))
 
@@ -162,3 +177,7 @@ def test_launcher_runs_partitions_in_preloaded_processes(one_process, demo_path,
     # terminate: SIGINT to the run's process, which Dagster's run worker turns into a canceled run
     assert found["terminate_returned"] is True
     assert found["canceled"] == "CANCELED"
+
+    # a run launched after the code changed ran in a fresh process of Dagster's own run worker, and succeeded
+    assert found["fresh_cmdline"][1:5] == ["-m", "dagster", "api", "execute_run"], found["fresh_cmdline"]
+    assert found["fresh"] == "SUCCESS"
