@@ -108,7 +108,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        process = worker_context(self._preload).Process(
+        process = worker_context(self._preload_modules()).Process(
             target=_execute_run, args=(run.run_id, self._instance.get_ref(), self._threads, run.job_code_origin),
             name=f"dagster-run-{run.run_id[:8]}")
         process.start()
@@ -118,6 +118,13 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid), HOST_TAG: socket.gethostname()})
         self._instance.report_engine_event(f"Launched run in a preloaded worker process (pid: {process.pid}).", run,
                                            cls=self.__class__)
+
+    def _preload_modules(self) -> tuple[str, ...]:
+        """The configured modules, then those of this instance's storages (e.g. Postgres'), which every run's
+        process opens."""
+        storages = [getattr(self._instance, name, None) for name in
+                    ("_run_storage", "_event_storage", "_schedule_storage", "_compute_log_manager")]
+        return tuple(dict.fromkeys([*self._preload, *(type(s).__module__ for s in storages if s is not None)]))
 
     def _reap(self) -> None:
         """Close the handles of finished processes, keeping their exit codes for run monitoring."""

@@ -32,10 +32,11 @@ import os
 import threading
 
 # what a daily run imports before its first step: the code location (Dagster, pandas, pyarrow), then the forecast
-# step's libraries (LightGBM with scikit-learn and SciPy; mlforecast, which imports numba), then Dagster's run worker
-# (this module first: its CODE_STAMP then records the project's files as the server imported them)
+# step's libraries (LightGBM with scikit-learn and SciPy; mlforecast, which imports numba), Dagster's run worker,
+# and what a run builds before its steps (preload_warm). This module first: its CODE_STAMP then records the
+# project's files as the server imported them.
 PRELOAD_MODULES = ("retail_dagster.preload", "retail_dagster.definitions", "lightgbm", "mlforecast",
-                   "dagster._cli.api")
+                   "dagster._cli.api", "retail_dagster.preload_warm")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 _server_lock = threading.Lock()
 
