@@ -6,23 +6,24 @@ Generates the data set (unless already in --workdir), runs the daily job once to
 models (`cold_wall_seconds`), then times the daily run with cached models, the normal daily case. Each SKU group
 runs as its own process (`python -m retail_dagster.cli run --groups G`), as each partition is its own run in a
 deployment: first one after the other (`wall_seconds`; each run's BLAS/OpenMP threads, LightGBM's included, set to
-the number of cores), then as a deployment on this machine runs them, at most
-`--concurrency` runs at once (default: the number of cores, as the queued run coordinator's
-max_concurrent_runs), each run's BLAS/OpenMP threads set to cores / concurrency so runs never oversubscribe the
-cores (`parallel_wall_seconds`). `--cold-parallel` also times a retraining day as a deployment runs it: the
+the number of cores), then as a deployment on this machine runs them, at most `--concurrency` runs at once
+(default: the number of cores, as the queued run coordinator's max_concurrent_runs), each run's BLAS/OpenMP
+threads set to cores / concurrency so runs never oversubscribe the cores (`parallel_wall_seconds`). `--cold-parallel` also times a retraining day as a deployment runs it: the
 model cache emptied, then the same concurrent runs train and cache every group's models again
-(`cold_parallel_wall_seconds`). The preloaded passes run the day's groups through one `retail-dagster run
+(`cold_parallel_wall_seconds`), then once more in preloaded processes (`preloaded_cold_parallel_wall_seconds`,
+below). The preloaded passes run the day's groups through one `retail-dagster run
 --workers N`: each group's run is still a process of its own, forked from a server that imported the code location
 and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
 (`preloaded_wall_seconds`: one run at a time with every core; `preloaded_parallel_wall_seconds`: `--concurrency` at
 once, the cores shared; both include the CLI's start and the server's imports). `overhead_seconds` is the
 sequential wall time outside the assets' steps (process start, imports, Dagster run setup, the run summary). Peak
 RSS is the largest of those processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel,
-preloaded, preloaded_parallel, cold_parallel). The last line is JSON with skus, stores,
+preloaded, preloaded_parallel, cold_parallel, preloaded_cold_parallel). The last line is JSON with skus, stores,
 wall_seconds, cold_wall_seconds, parallel_wall_seconds, cold_parallel_wall_seconds, overhead_seconds, peak_rss_gb,
 peak_rss_gb_by_pass, per_asset_seconds, cold_per_asset_seconds, preloaded_wall_seconds,
-preloaded_parallel_wall_seconds, preloaded_per_asset_seconds, and import_seconds_per_run (a fresh process
-importing what a run imports: the floor every run pays before its first step).
+preloaded_parallel_wall_seconds, preloaded_per_asset_seconds, preloaded_cold_parallel_wall_seconds, and
+import_seconds_per_run (a fresh process importing what a run imports: the floor every run pays before its first
+step, unless it is forked from a preloaded server).
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def main() -> int:
         preloaded_parallel, _, pprok = run_preloaded(date, senv, args.concurrency, "preloaded_parallel")
         ok &= pprok
         print(f"preloaded parallel daily run: {preloaded_parallel:.1f}s, success={pprok}")
+    preloaded_cold_parallel = None
     if args.cold_parallel:
         shutil.rmtree(env["RETAIL_DAGSTER_MODEL_CACHE"], ignore_errors=True)
         print(f"retraining day, {args.concurrency} runs at once ({penv['OMP_NUM_THREADS']} thread(s) each), "
@@ -227,6 +229,14 @@ def main() -> int:
         ok &= cpok
         print(f"parallel retraining day: {cold_parallel:.1f}s, success={cpok}")
         _print_steps(cp_steps)
+        shutil.rmtree(env["RETAIL_DAGSTER_MODEL_CACHE"], ignore_errors=True)
+        print(f"retraining day, forked from a preloaded server, {args.concurrency} runs at once, the model cache "
+              "emptied:")
+        preloaded_cold_parallel, pcp_steps, pcpok = run_preloaded(date, senv, args.concurrency,
+                                                                  "preloaded_cold_parallel")
+        ok &= pcpok
+        print(f"preloaded parallel retraining day: {preloaded_cold_parallel:.1f}s, success={pcpok}")
+        _print_steps(pcp_steps)
     rss_gb = max([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2, *PEAK_RSS_GB.values()])
     imports = import_floor(senv)
     print(f"imports of one run's process: {imports:.1f}s; for {len(groups)} runs {imports * len(groups):.1f}s "
@@ -241,6 +251,8 @@ def main() -> int:
                       "preloaded_parallel_wall_seconds":
                           round(preloaded_parallel, 2) if preloaded_parallel is not None else None,
                       "preloaded_per_asset_seconds": {k: round(v, 2) for k, v in pre_steps.items()},
+                      "preloaded_cold_parallel_wall_seconds": round(preloaded_cold_parallel, 2)
+                      if preloaded_cold_parallel is not None else None,
                       "overhead_seconds": round(overhead, 2), "concurrency": args.concurrency,
                       "import_seconds_per_run": round(imports, 2),
                       "data_seconds": round(gen_seconds, 2), "peak_rss_gb": round(rss_gb, 3),
