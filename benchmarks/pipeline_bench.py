@@ -2,24 +2,24 @@
 
     python benchmarks/pipeline_bench.py --skus 10000 --stores 10 [--warehouses 2 --days 730 --concurrency 2]
 
-Generates the data set (unless already in --workdir), runs the daily job once to train and cache the forecast
-models (`cold_wall_seconds`), then times the daily run with cached models, the normal daily case. Each SKU group
-runs as its own process (`python -m retail_dagster.cli run --groups G`), as each partition is its own run in a
-deployment: first one after the other (`wall_seconds`; each run's BLAS/OpenMP threads, LightGBM's included, set to
-the number of cores), then as a deployment on this machine runs them, at most `--concurrency` runs at once
-(default: the number of cores, as the queued run coordinator's max_concurrent_runs), each run's BLAS/OpenMP
-threads set to cores / concurrency so runs never oversubscribe the cores (`parallel_wall_seconds`). `--cold-parallel` also times a retraining day as a deployment runs it: the
-model cache emptied, then the same concurrent runs train and cache every group's models again
-(`cold_parallel_wall_seconds`), then once more in preloaded processes (`preloaded_cold_parallel_wall_seconds`,
-below). The preloaded passes run the day's groups through one `retail-dagster run
---workers N`: each group's run is still a process of its own, forked from a server that imported the code location
-and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
+Generates the data set (unless already in --workdir), runs the daily job once to train and cache the forecast models
+(`cold_wall_seconds`), then times the daily run with cached models, the normal daily case. Each SKU group runs as
+its own process (`python -m retail_dagster.cli run --groups G`), as each partition is its own run in a deployment:
+first one after the other (`wall_seconds`; each run's BLAS/OpenMP threads, LightGBM's included, set to the number of
+cores), then as a deployment on this machine runs them, at most `--concurrency` runs at once (default: the number of
+cores, as the queued run coordinator's max_concurrent_runs), each run's BLAS/OpenMP threads set to cores /
+concurrency so runs never oversubscribe the cores (`parallel_wall_seconds`). `--cold-parallel` also times a
+retraining day as a deployment runs it: the model cache emptied, then the same concurrent runs train and cache every
+group's models again (`cold_parallel_wall_seconds`), then once more in preloaded processes
+(`preloaded_cold_parallel_wall_seconds`, below). The preloaded passes run the day's groups through one `retail-
+dagster run --workers N`: each group's run is still a process of its own, forked from a server that imported the
+code location and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
 (`preloaded_wall_seconds`: one run at a time with every core; `preloaded_parallel_wall_seconds`: `--concurrency` at
-once, the cores shared; both include the CLI's start and the server's imports). `overhead_seconds` is the
-sequential wall time outside the assets' steps (process start, imports, Dagster run setup, the run summary). Peak
-RSS is the largest of those processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel,
-preloaded, preloaded_parallel, cold_parallel, preloaded_cold_parallel). The last line is JSON with skus, stores,
-wall_seconds, cold_wall_seconds, parallel_wall_seconds, cold_parallel_wall_seconds, overhead_seconds, peak_rss_gb,
+once, the cores shared; both include the CLI's start and the server's imports). `overhead_seconds` is the sequential
+wall time outside the assets' steps (process start, imports, Dagster run setup, the run summary). Peak RSS is the
+largest of those processes (`peak_rss_gb`), and per pass (`peak_rss_gb_by_pass`: cold, warm, parallel, preloaded,
+preloaded_parallel, cold_parallel, preloaded_cold_parallel). The last line is JSON with skus, stores, wall_seconds,
+cold_wall_seconds, parallel_wall_seconds, cold_parallel_wall_seconds, overhead_seconds, peak_rss_gb,
 peak_rss_gb_by_pass, per_asset_seconds, cold_per_asset_seconds, preloaded_wall_seconds,
 preloaded_parallel_wall_seconds, preloaded_per_asset_seconds, preloaded_cold_parallel_wall_seconds, and
 import_seconds_per_run (a fresh process importing what a run imports: the floor every run pays before its first
