@@ -11,9 +11,9 @@ cores, as the queued run coordinator's max_concurrent_runs), each run's BLAS/Ope
 concurrency so runs never oversubscribe the cores (`parallel_wall_seconds`). `--cold-parallel` also times a
 retraining day as a deployment runs it: the model cache emptied, then the same concurrent runs train and cache every
 group's models again (`cold_parallel_wall_seconds`), then once more in preloaded processes
-(`preloaded_cold_parallel_wall_seconds`, below). The preloaded passes run the day's groups through one `retail-
-dagster run --workers N`: each group's run is still a process of its own, forked from a server that imported the
-code location and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
+(`preloaded_cold_parallel_wall_seconds`, below). The preloaded passes run the day's groups through one
+`retail-dagster run --workers N`: each group's run is still a process of its own, forked from a server that imported
+the code location and the steps' libraries once, as `PreloadedRunLauncher` starts a one-host deployment's runs
 (`preloaded_wall_seconds`: one run at a time with every core; `preloaded_parallel_wall_seconds`: `--concurrency` at
 once, the cores shared; both include the CLI's start and the server's imports). `overhead_seconds` is the sequential
 wall time outside the assets' steps (process start, imports, Dagster run setup, the run summary). Peak RSS is the
