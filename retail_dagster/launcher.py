@@ -83,6 +83,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         self._preload = tuple(preload_modules) if preload_modules else PRELOAD_MODULES
         self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self._exit_codes: dict[str, int] = {}
+        self._reported: set[str] = set()
         self._lock = threading.Lock()
         super().__init__()
 
@@ -178,15 +179,25 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
                 return CheckRunHealthResult(WorkerStatus.RUNNING)
             if code == 0:
                 return CheckRunHealthResult(WorkerStatus.SUCCESS)
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Run worker process {_exit_text(code)}.")
+            return self._failed(run, f"Run worker process (pid {run.tags.get(PID_TAG)}) {_exit_text(code)}.")
         pid = self._foreign_pid(run)
         if pid is None:  # not started here (or its pid not tagged yet): nothing known against it, so not failed
             return CheckRunHealthResult(WorkerStatus.RUNNING, "No worker process of this launcher to check.")
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"Run worker process (pid {pid}) is gone.")
+            return self._failed(run, f"Run worker process (pid {pid}) is gone.")
         return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+    def _failed(self, run, message: str) -> CheckRunHealthResult:
+        """A dead run worker: said once in the run's own event log (as Dagster's code server does for its run
+        processes), and reported to run monitoring, which marks the run failed."""
+        with self._lock:
+            first = run.run_id not in self._reported
+            self._reported.add(run.run_id)
+        if first and not run.is_finished:
+            self._instance.report_engine_event(message, run, cls=self.__class__)
+        return CheckRunHealthResult(WorkerStatus.FAILED, message)
 
     def join(self, timeout: int = 30) -> None:
         with self._lock:

@@ -104,3 +104,40 @@ def test_planning_inputs_have_no_leakage(demo_tables):
     assert (inp.promotions["start_date"] <= d + pd.Timedelta(days=13)).all()
     assert set(inp.catalog["sku_group"]) == {"grocery"}
     assert set(inp.sales["sku_id"]) <= set(inp.catalog["sku_id"])
+
+
+def test_runs_starting_together_generate_the_demo_once(tmp_path):
+    """A deployment's first day: one run per SKU group starts at the same moment on an empty data folder. Each run
+    asks for the demo set; one generates it while the others wait, and all read the same complete files (before the
+    lock, every run generated into the same folder at once, racing on the same temporary files: one run failed with
+    FileNotFoundError)."""
+    import glob
+    import os
+    import subprocess
+    import sys
+    import time
+
+    # each process imports first, then all call ensure_demo_data at the same instant; each generation is counted
+    code = ("import sys, time; import retail_dagster.core.demo as demo; "
+            "from retail_dagster.resources.data_source import ensure_demo_data\n"
+            "write = demo.write_demo_streaming\n"
+            "def counted(*a, **k):\n    open(sys.argv[3], 'a').write('g')\n    return write(*a, **k)\n"
+            "demo.write_demo_streaming = counted\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "ensure_demo_data(sys.argv[1], n_skus=30, n_stores=3, n_warehouses=1, n_days=200, seed=5)")
+    shared, alone, count = str(tmp_path / "shared"), str(tmp_path / "alone"), str(tmp_path / "generations")
+    start = str(time.time() + 8)
+    procs = [subprocess.Popen([sys.executable, "-c", code, shared, start, count], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert open(count).read() == "g"  # generated once, not once per run
+    subprocess.run([sys.executable, "-c", code, alone, "0", str(tmp_path / "alone_count")], check=True, timeout=300)
+    files = sorted(os.path.relpath(f, alone) for f in glob.glob(os.path.join(alone, "**", "*.parquet"),
+                                                                recursive=True))
+    assert files and files == sorted(os.path.relpath(f, shared) for f in
+                                     glob.glob(os.path.join(shared, "**", "*.parquet"), recursive=True))
+    for name in files:  # the shared folder holds exactly what one generation alone writes
+        pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(shared, name)),
+                                      pd.read_parquet(os.path.join(alone, name)), check_exact=True, obj=name)
+    assert not glob.glob(os.path.join(shared, "**", "*.tmp"), recursive=True)

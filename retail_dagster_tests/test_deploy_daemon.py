@@ -1,8 +1,9 @@
 """The production deployment's moving parts, end to end, with real services on loopback.
 
 A real PostgreSQL server (retail_dagster_tests/pg_server.py) holds the Dagster instance; the instance file is
-deploy/dagster.yaml itself, with only what cannot exist here swapped out (no ECS: runs are local processes started
-by the code server; no TLS on the local database) and the timing knobs shortened. The code location runs as the
+deploy/dagster.yaml itself, with only what cannot exist here swapped out (no ECS: runs are local processes, started
+by the daemon's PreloadedRunLauncher, the one-host launcher of deploy/README.md; no TLS on the local database) and
+the timing knobs shortened. The code location runs as the
 image's gRPC code server (the Dockerfile's CMD); `dagster-webserver` and `dagster-daemon` load it through
 deploy/workspace.grpc.yaml, as in production. Asset values, the audit trail and the compute logs go to S3 on the
 local moto server.
@@ -75,8 +76,10 @@ def instance_yaml(moto_url: str) -> str:
     """deploy/dagster.yaml with only the parts that need AWS or a cluster replaced; everything else as shipped."""
     cfg = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     cfg["storage"]["postgres"]["postgres_db"]["params"] = {"sslmode": "disable"}  # the local server has no TLS
-    # no ECS here: the default launcher asks the gRPC code server to start each run as a local process
-    del cfg["run_launcher"]
+    # no ECS here: one host, so the one-host launcher (deploy/README.md): the daemon forks each run from a server
+    # that imported the code once, and health-checks the run processes for run monitoring
+    cfg["run_launcher"] = {"module": "retail_dagster.launcher", "class": "PreloadedRunLauncher",
+                           "config": {"threads_per_run": 1}}
     cfg["compute_logs"]["config"]["endpoint_url"] = moto_url
     cfg["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
     runs = cfg["concurrency"]["runs"]
@@ -256,6 +259,11 @@ def engine_messages(instance, run_id: str) -> list[str]:
             for e in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)]
 
 
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def worker_pid(instance, run_id: str) -> int | None:
     for message in engine_messages(instance, run_id):
         m = re.search(r"Started process for run \(pid: (\d+)\)", message or "")
@@ -397,14 +405,11 @@ def deployment(tmp_path_factory, moto_server, s3_client):
 
         held = wait_until(tick_done_backfill_queued, PHASE_TIMEOUT_S, "the tick's runs, with the backfill queued", dep)
 
-        # The tick's run workers must be gone, and the code server done with them, before Postgres stops: the code
-        # server's cleanup thread looks each exited worker's run up in the database, and an outage at that moment
-        # ends the thread (Dagster's local run workers), after which no killed run would ever be marked failed.
+        # The tick's run workers are gone before Postgres stops (the outage is about queued runs, not running ones).
         tick_pids = [worker_pid(instance, r.dagster_run.run_id) for r in run_records(instance)
                      if r.dagster_run.tags.get("dagster/schedule_name") == SCHEDULE]
         wait_until(lambda: not any(p and os.path.exists(f"/proc/{p}") for p in tick_pids), 120,
-                   "the tick's run workers to exit and be reaped by the code server", dep)
-        time.sleep(2)  # the cleanup thread's database calls for them (it ticks every 0.5 s)
+                   "the tick's run workers to exit", dep)
 
         # 2. Postgres stops and comes back while those runs are queued; the daemon must recover (or be restarted
         # by its supervisor) and the webserver reconnect.
@@ -438,9 +443,8 @@ def deployment(tmp_path_factory, moto_server, s3_client):
                 pid = worker_pid(instance, run_id)
                 if pid is None:
                     continue
-                with open(f"/proc/{pid}/stat") as f:  # only ever a child of our own code server
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                assert ppid == dep.procs["code_server"].pid, (pid, ppid)
+                # only ever a run process of our own daemon: forked by its launcher's server, a child of the daemon
+                assert parent_pid(parent_pid(pid)) == dep.procs["daemon"].pid, (pid, dep.procs["daemon"].pid)
                 os.kill(pid, signal.SIGKILL)
                 killed = {"run_id": run_id, "pid": pid, "marker": key}
                 break

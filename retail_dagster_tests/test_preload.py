@@ -131,7 +131,9 @@ def launcher_scenario(result_path: str) -> None:
         run = started(killed)
         os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
         health = exited(run)
-        found["killed"] = {"health": health.status.value, "msg": health.msg}
+        found["killed"] = {"health": health.status.value, "msg": health.msg,
+                           "said": [e.dagster_event.message or "" for e in instance.all_logs(killed)
+                                    if e.is_dagster_event and e.dagster_event.event_type_value == "ENGINE_EVENT"]}
 
         canceled = launch("household")
         poll_for_step_start(instance, canceled, timeout=120)  # in a step, as a user cancels a run from the UI
@@ -173,6 +175,7 @@ def test_launcher_runs_partitions_in_preloaded_processes(one_process, demo_path,
     # a worker killed mid-run: run monitoring is told it failed, and why
     assert found["killed"]["health"] == "FAILED", found["killed"]
     assert "signal 9" in found["killed"]["msg"]
+    assert sum(m.endswith(found["killed"]["msg"]) for m in found["killed"]["said"]) == 1  # in its event log, once
 
     # terminate: SIGINT to the run's process, which Dagster's run worker turns into a canceled run
     assert found["terminate_returned"] is True

@@ -23,20 +23,33 @@ HISTORY_DAYS = 460
 def ensure_demo_data(path: str, n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
                      n_warehouses: int = DemoSize.n_warehouses, n_days: int = DemoSize.n_days,
                      seed: int = DemoSize.seed, end_date: str | None = None) -> str:
-    """Generate the demo set into `path` unless a set made with the same parameters is already there."""
+    """Generate the demo set into `path` unless a set made with the same parameters is already there. Runs that
+    start together on a fresh machine (a deployment's first day: one run per SKU group) take turns on a lock file:
+    the first generates, the others wait and find the set made."""
+    import fcntl
+
     end_date = end_date or DemoSize.end_date
     stamp = f"skus={n_skus} stores={n_stores} warehouses={n_warehouses} days={n_days} seed={seed} end={end_date}"
     stamp_file = os.path.join(path, "DEMO_PARAMS")
-    if os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp:
-        return path
-    from ..core.demo import write_demo_streaming
 
-    write_demo_streaming(path, n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days,
-                         seed=seed, end_date=end_date)
-    tmp = stamp_file + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(stamp + "\n")
-    os.replace(tmp, stamp_file)
+    def made() -> bool:
+        return os.path.exists(stamp_file) and open(stamp_file).read().strip() == stamp
+
+    if made():
+        return path
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, ".generating.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when this process dies
+        if made():
+            return path
+        from ..core.demo import write_demo_streaming
+
+        write_demo_streaming(path, n_skus=n_skus, n_stores=n_stores, n_warehouses=n_warehouses, n_days=n_days,
+                             seed=seed, end_date=end_date)
+        tmp = stamp_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(stamp + "\n")
+        os.replace(tmp, stamp_file)
     return path
 
 
