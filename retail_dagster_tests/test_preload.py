@@ -82,7 +82,7 @@ def launcher_scenario(result_path: str) -> None:
     from retail_dagster.definitions import defs
     from retail_dagster.jobs import DAILY_PIPELINE
     from retail_dagster.partitions import partition_key
-    from retail_dagster.launcher import PID_TAG
+    from retail_dagster.launcher import PID_TAG, PreloadedRunLauncher
     from retail_dagster.schedules import IN_PROCESS_RUN_CONFIG  # as the daily schedule's runs
 
     job_def = defs.resolve_job_def(DAILY_PIPELINE)
@@ -127,10 +127,16 @@ def launcher_scenario(result_path: str) -> None:
         found["ok"] = {"status": run.status.value, "pid": run.tags.get(PID_TAG), "parent_pid": os.getpid(),
                        "messages": messages, "health": exited(run).status.value}
 
+        # a launcher that did not start the run (the daemon restarted) checks it by the pid in its tags
+        restarted = PreloadedRunLauncher()
+        restarted.register_instance(instance)
+
         killed = launch("apparel")
         run = started(killed)
+        found["restarted_while_running"] = restarted.check_run_worker_health(run).status.value
         os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
         health = exited(run)
+        found["restarted_after_kill"] = restarted.check_run_worker_health(run).msg
         found["killed"] = {"health": health.status.value, "msg": health.msg,
                            "said": [e.dagster_event.message or "" for e in instance.all_logs(killed)
                                     if e.is_dagster_event and e.dagster_event.event_type_value == "ENGINE_EVENT"]}
@@ -176,6 +182,11 @@ def test_launcher_runs_partitions_in_preloaded_processes(one_process, demo_path,
     assert found["killed"]["health"] == "FAILED", found["killed"]
     assert "signal 9" in found["killed"]["msg"]
     assert sum(m.endswith(found["killed"]["msg"]) for m in found["killed"]["said"]) == 1  # in its event log, once
+
+    # after a daemon restart: the pid tag on this host says running, then gone
+    assert found["restarted_while_running"] == "RUNNING"
+    assert found["restarted_after_kill"].startswith("Run worker process (pid ") and "is gone" in \
+        found["restarted_after_kill"]
 
     # terminate: SIGINT to the run's process, which Dagster's run worker turns into a canceled run
     assert found["terminate_returned"] is True
