@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+from retail_dagster.preload import thread_env  # standard library only: no heavy import before the runs
 
 
 def workdir_env(work: str, args) -> dict[str, str]:
@@ -191,7 +191,7 @@ def main() -> int:
     cold = cold_parallel = None
     cold_steps: dict = {}
     # one run at a time has the machine to itself: every core for its reader, BLAS and LightGBM
-    senv = dict(env, **{v: str(os.cpu_count() or 1) for v in THREAD_VARS})
+    senv = dict(env, **thread_env(os.cpu_count() or 1))
     if not args.skip_cold:
         print("cold run (trains and caches the models):")
         cold, cold_steps, ok, _ = run_groups(groups, date, senv, name="cold")
@@ -202,7 +202,7 @@ def main() -> int:
     print(f"daily run: {wall:.1f}s for {len(groups)} groups, success={ok}, outside the steps {overhead:.1f}s")
     _print_steps(per_step)
     parallel = None
-    penv = dict(env, **{v: str(max(1, (os.cpu_count() or 1) // args.concurrency)) for v in THREAD_VARS})
+    penv = dict(env, **thread_env(max(1, (os.cpu_count() or 1) // args.concurrency)))
     if args.concurrency > 1:
         print(f"daily run with cached models, {args.concurrency} runs at once "
               f"({penv['OMP_NUM_THREADS']} BLAS/OpenMP thread(s) each):")

@@ -159,16 +159,13 @@ def _run_in_workers(date: str, groups: list[str], workers: int, log_level: str, 
                 continue
             result = recv.recv() if recv.poll() else None
             process.join()
-            if result is None:  # died without a word (killed, out of memory)
+            if result is None:
                 result = {"error": f"the run's process exited with code {process.exitcode}"}
             del running[group]
             if "error" in result:
                 if raise_on_error:
                     raise RuntimeError(f"group {group}: {result['error']}")
-                result = {"groups": {group: {"success": False, "run_id": "-" * 8, "rows": {}, "checks": {},
-                                             "errors": [result["error"]], "input_errors": [], "decided": {},
-                                             "warnings": [], "paths": {}, "llm_usd": 0.0, "step_seconds": {},
-                                             "seconds": round(time.perf_counter() - t0, 2)}}}
+                result = {"groups": {group: failed_run_summary(result["error"], time.perf_counter() - t0)}}
             summary["groups"][group] = result["groups"][group]
             summary["success"] &= summary["groups"][group]["success"]
     summary["groups"] = {g: summary["groups"][g] for g in groups}
@@ -216,6 +213,14 @@ def summarize_result(result, instance=None, t0: float | None = None) -> dict:
             "llm_usd": float(sum(decided.get(a, {}).get("llm_usd") or 0.0 for a in AGENT_ASSETS)),
             "seconds": round(time.perf_counter() - t0, 2) if t0 is not None else None,
             "step_seconds": step_seconds(instance, result.run_id) if instance is not None else {}}
+
+
+def failed_run_summary(error: str, seconds: float) -> dict:
+    """A group whose run never reported (its process died, or failed before Dagster ran it), shaped as
+    summarize_result's summary."""
+    return {"success": False, "run_id": "-" * 8, "rows": {}, "checks": {}, "check_notes": {}, "errors": [error],
+            "input_errors": [], "decided": {}, "warnings": [], "paths": {}, "llm_usd": 0.0,
+            "seconds": round(seconds, 2), "step_seconds": {}}
 
 
 # metadata the run summary reads back per group (what was decided)

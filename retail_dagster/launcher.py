@@ -57,9 +57,7 @@ def _execute_run(run_id: str, instance_ref, threads: int | None, job_origin) -> 
     sys.exit(code)
 
 
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
+def _exit_text(code: int) -> str:
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -145,8 +143,9 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
                 return True, self._exit_codes[run_id]
         return False, None
 
-    def _foreign_pid(self, run) -> int | None:
-        """The pid of a run this launcher did not start (e.g. before a daemon restart), if it ran on this host."""
+    def _tagged_pid(self, run) -> int | None:
+        """The pid of the run's process from its tags, if it ran on this host (also for a run this launcher did
+        not start, e.g. before a daemon restart)."""
         if run.tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in run.tags:
             return None
         return int(run.tags[PID_TAG])
@@ -156,9 +155,9 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         if not run or run.is_finished:
             return False
         self._instance.report_run_canceling(run)
-        ours, code = self._exit_code(run_id)
-        pid = int(run.tags[PID_TAG]) if ours and PID_TAG in run.tags else self._foreign_pid(run)
-        if pid is None or (ours and code is not None):
+        _, code = self._exit_code(run_id)
+        pid = self._tagged_pid(run)
+        if pid is None or code is not None:
             self._instance.report_engine_event("No live run worker process to send the termination request to.",
                                                run, cls=self.__class__)
             return False
@@ -180,7 +179,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
             if code == 0:
                 return CheckRunHealthResult(WorkerStatus.SUCCESS)
             return self._failed(run, f"Run worker process (pid {run.tags.get(PID_TAG)}) {_exit_text(code)}.")
-        pid = self._foreign_pid(run)
+        pid = self._tagged_pid(run)
         if pid is None:  # not started here (or its pid not tagged yet): nothing known against it, so not failed
             return CheckRunHealthResult(WorkerStatus.RUNNING, "No worker process of this launcher to check.")
         try:

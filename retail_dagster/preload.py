@@ -77,6 +77,11 @@ def worker_context(preload: tuple[str, ...] = PRELOAD_MODULES, start: bool = Fal
     return ctx
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment variables that give OpenMP (LightGBM's included) and BLAS `threads` threads."""
+    return {name: str(threads) for name in THREAD_VARS}
+
+
 def limit_threads(threads: int | None) -> None:
     """Give this process `threads` threads for OpenMP, BLAS, LightGBM and the Parquet reader (None: unchanged).
 
@@ -84,8 +89,7 @@ def limit_threads(threads: int | None) -> None:
     each fit), so setting them in the forked run is enough; BLAS's pool already exists and is resized."""
     if not threads:
         return
-    for name in THREAD_VARS:
-        os.environ[name] = str(threads)
+    os.environ.update(thread_env(threads))
     import pyarrow
 
     pyarrow.set_cpu_count(threads)
