@@ -157,7 +157,11 @@ def _run_in_workers(date: str, groups: list[str], workers: int, log_level: str, 
         for group, (process, recv, t0) in list(running.items()):
             if not recv.poll() and process.is_alive():
                 continue
-            result = recv.recv() if recv.poll() else None
+            try:
+                result = recv.recv()
+            except EOFError:  # died without a word (killed, out of memory): its end of the pipe closed empty
+                result = None
+            recv.close()
             process.join()
             if result is None:
                 result = {"error": f"the run's process exited with code {process.exitcode}"}

@@ -67,6 +67,38 @@ def test_workers_decide_exactly_as_one_process(one_process, demo_path, model_cac
     _assert_same_outputs(_outputs(out), _outputs(str(tmp_path)))
 
 
+def test_a_worker_that_dies_fails_its_group_only(one_process, demo_path, model_cache, tmp_path):
+    """A run's process killed (as by the out-of-memory killer): that group is reported failed with the exit code,
+    the other groups still run, and the command exits 1."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "retail_dagster.cli", "run", "--date", DATE, "--json",
+                             "--groups", "apparel,grocery", "--workers", "1"],
+                            env=_env(demo_path, str(tmp_path), model_cache), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def children(pid: int) -> list[int]:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline:  # the first group's run: a child of the forkserver
+        servers = children(proc.pid)
+        runs = [c for s in servers for c in children(s)] if servers else []
+        victim = runs[0] if runs else None
+        time.sleep(0.05)
+    assert victim, "no run process appeared"
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    apparel, grocery = summary["groups"]["apparel"], summary["groups"]["grocery"]
+    assert not summary["success"] and not apparel["success"]
+    assert apparel["errors"] == ["the run's process exited with code -9"]
+    assert grocery["success"]
+    _assert_same_outputs(_outputs(one_process[1], "grocery"), _outputs(str(tmp_path), "grocery"))
+
+
 def launcher_scenario(result_path: str) -> None:
     """Run in a subprocess by the test below: launch three partitions through PreloadedRunLauncher on a test
     instance and record what happened to each."""
