@@ -12,6 +12,7 @@ from ..core.fingerprint import frame_fingerprint
 from ..core.loading import run_threads
 from ..partitions import daily_by_group, split_partition
 from ..resources.data_source import DataSourceResource
+from ..resources.io_manager import read_only
 
 INGEST_GROUP = "ingest"
 FINGERPRINT_KEY = "fingerprint"
@@ -76,7 +77,9 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     inputs = planning_inputs(tables, date, group, horizon_days=HORIZON_DAYS, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)
-    frames = {name: getattr(inputs, attr) for name, (attr, _) in INGEST_OUTPUTS.items()}
+    # handed over read-only: the frames are this step's alone, so the IO manager keeps them for the run's later
+    # steps without copying them
+    frames = {name: read_only(getattr(inputs, attr)) for name, (attr, _) in INGEST_OUTPUTS.items()}
     for name, metadata in _summaries(frames):
         yield dg.Output(frames[name], output_name=name, metadata=metadata)
     yield freshness_result(inputs, data_source.max_staleness_days)

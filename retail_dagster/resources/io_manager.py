@@ -183,13 +183,28 @@ def read_only(frame: pd.DataFrame) -> pd.DataFrame:
     Every DataFrame a step loads is read-only, whether it was decoded from the file or served from this process's
     memory, so a step that wrote into its input's values would fail the same loud way in every run instead of
     changing, in one run only, the copy other steps are served. Adding, replacing or dropping columns of an input
-    is fine (that builds a new frame); a step that wants to edit values copies its input first."""
-    for block in frame._mgr.blocks:
-        values = block.values  # a numpy array, or an extension array wrapping one (datetime64[ns])
-        array = values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None)
-        if isinstance(array, np.ndarray):
+    is fine (that builds a new frame); a step that wants to edit values copies its input first.
+
+    A step may hand an output over the same way: the manager keeps a frame whose arrays are all read-only as it is,
+    without the copy it keeps of any other (its producer writes into it no more, nor into any array it views)."""
+    for array in _block_arrays(frame):
+        if array is not None:
             array.flags.writeable = False
     return frame
+
+
+def _block_arrays(frame: pd.DataFrame) -> list:
+    """The numpy arrays holding the frame's columns; None for a column held otherwise (an extension array)."""
+    arrays = []
+    for block in frame._mgr.blocks:
+        values = block.values  # a numpy array, or an extension array wrapping one (datetime64[ns])
+        arrays.append(values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None))
+    return arrays
+
+
+def _handed_over(frame: pd.DataFrame) -> bool:
+    """Whether every array of the frame is read-only (`read_only`)."""
+    return all(isinstance(a, np.ndarray) and not a.flags.writeable for a in _block_arrays(frame))
 
 
 class _WrittenFrames:
@@ -229,8 +244,9 @@ class _WrittenFrames:
 
     @staticmethod
     def copy_to_keep(frame: pd.DataFrame) -> pd.DataFrame:
-        """The copy of `frame` to keep: its own data, read-only."""
-        return read_only(frame.copy(deep=True))
+        """The copy of `frame` to keep: its own data, read-only; the frame's own data when it was handed over
+        read-only (`read_only`)."""
+        return frame.copy(deep=False) if _handed_over(frame) else read_only(frame.copy(deep=True))
 
     def put(self, path: str, kept: pd.DataFrame, budget_bytes: int) -> None:
         """Keep `kept` (a `copy_to_keep` of a frame that round-trips) as the value of the file just written."""
