@@ -155,3 +155,33 @@ def test_single_table_validation_coerces_types():
     bad = raw.assign(kind=["store", "depot"])
     with pytest.raises(ContractError, match="kind.*not in"):
         validate_table("locations", bad)
+
+
+def test_tables_validated_side_by_side_give_the_same_frames_and_message(demo_tables, tmp_path):
+    """validate_tables on two threads, and load_tables reading side by side, give the frames and the error message
+    (every problem, in the same order) of one thread."""
+    broken = {k: v.copy() for k, v in demo_tables.items()}
+    broken["sales"].loc[broken["sales"].index[:2], "price"] = -1
+    broken["inventory"].loc[broken["inventory"].index[:1], "on_hand"] = -5
+    broken["traffic"].loc[broken["traffic"].index[3], "visitors"] = np.nan
+    broken["lanes"] = broken["lanes"].astype({"lead_time_days": float})
+    broken["lanes"].loc[broken["lanes"].index[:1], "lead_time_days"] = 1.5
+    messages = []
+    for threads in (1, 2):
+        clean = validate_tables(demo_tables, threads=threads)
+        for name, frame in validate_tables(demo_tables).items():
+            pd.testing.assert_frame_equal(clean[name], frame, check_exact=True)
+        with pytest.raises(ContractError) as exc:
+            validate_tables(broken, threads=threads)
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1] and messages[0].count("\n  - ") == 4
+    write_tables(broken, str(tmp_path))
+    with pytest.raises(ContractError) as exc:
+        load_tables(str(tmp_path))
+    assert str(exc.value).replace(str(tmp_path) + "/", "").count("\n  - ") == 4
+    (tmp_path / "weather.parquet").write_bytes(b"not parquet")
+    (tmp_path / "lanes.parquet").unlink()
+    with pytest.raises(ContractError) as exc:  # unreadable and missing files: reported in table order, unvalidated
+        load_tables(str(tmp_path))
+    assert [(p.table, p.message[:14]) for p in exc.value.problems] == [("weather", "cannot read fi"),
+                                                                       ("lanes", "table file not")]

@@ -312,3 +312,50 @@ def test_id_columns_are_written_as_dictionaries_and_read_back_as_plain_strings(t
         assert rows == len(f) and ext == ".parquet"
     plain = pd.read_parquet(io.BytesIO(iom._encode(frame)[0]))
     assert plain["sku_id"].dtype == object and frame_fingerprint(plain) == frame_fingerprint(frame)
+
+
+def test_a_frame_handed_over_read_only_is_kept_without_a_copy(tmp_path):
+    """A step's output marked read-only (the ingest step's) is kept as it is; any other output is copied, so the
+    asset writing into it after yielding it changes nothing the run's later steps are served."""
+    io = ParquetIOManager(base_path=str(tmp_path))
+    ctx = {}
+    for name, frame in (("handed", iom.read_only(_frame("2026-03-02", "grocery"))),
+                        ("kept_copy", _frame("2026-03-02", "grocery"))):
+        io.handle_output(dg.build_output_context(asset_key=name, partition_key=KEY, asset_partitions_def=by_group),
+                         frame)
+        ctx[name] = dg.build_input_context(asset_key=dg.AssetKey(name), partition_key=KEY,
+                                           asset_partitions_def=by_group)
+        loaded = io.load_input(ctx[name])
+        pd.testing.assert_frame_equal(loaded, pd.read_parquet(tmp_path / name / "2026-03-02" / "grocery.parquet"),
+                                      check_exact=True)
+        shares = np.shares_memory(loaded["p50"].to_numpy(), frame["p50"].to_numpy())
+        assert shares == (name == "handed")
+        with pytest.raises(ValueError, match="read-only"):
+            loaded.loc[0, "p50"] = -1.0
+    writable = _frame("2026-03-02", "grocery")
+    writable.iloc[:, 0].to_numpy().flags.writeable = False  # one read-only column is not a frame handed over
+    assert not iom._handed_over(writable) and iom._handed_over(iom.read_only(writable))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5000, 40_000])
+def test_fingerprint_of_id_columns_sorted_in_runs_categorical_nan_and_empty(rows):
+    """The digest is the sha256 of the row-major value hashes whatever the id columns hold: long runs of one
+    object (rows sorted by SKU), categoricals, None and NaN, no rows."""
+    import hashlib
+
+    rng = np.random.default_rng(rows)
+    skus = np.array([f"SKU{i:05d}" for i in range(40)], dtype=object)
+    sku = np.sort(skus[rng.integers(0, 40, rows)]) if rows else np.array([], dtype=object)
+    if rows > 100:
+        sku[50:60] = None
+        sku[70] = np.nan
+    frame = pd.DataFrame({"sku_id": sku, "location_id": skus[rng.integers(0, 3, rows)],
+                          "group": pd.Categorical(skus[rng.integers(0, 5, rows)]),
+                          "units": np.where(rng.random(rows) < 0.1, np.nan, rng.random(rows))})
+    matrix = np.column_stack([pd.util.hash_pandas_object(frame[c], index=False).to_numpy() for c in frame.columns]) \
+        if rows else np.zeros((0, 4), dtype=np.uint64)
+    expected = hashlib.sha256("\x1f".join(f"{c}\x1e{t}" for c, t in zip(frame.columns, frame.dtypes.astype(str)))
+                              .encode())
+    expected.update(f"\x1d{rows}\x1d".encode())
+    expected.update(matrix.astype("<u8").tobytes())
+    assert frame_fingerprint(frame) == expected.hexdigest()

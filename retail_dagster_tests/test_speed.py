@@ -308,6 +308,17 @@ def test_id_factorization_is_pandas_factorization(seed):
         assert np.array_equal(codes, ref_codes)
         assert list(uniques) == list(np.asarray(ref_uniques))
     assert ids.distinct_objects(left) is not None and ids.distinct_objects(distinct) is None
+    # rows sorted by id: long runs of one object (the run heads are factorized), None and NaN runs, runs of one row
+    runs = np.sort(left[np.array([isinstance(v, str) for v in left])])
+    runs[:3] = None
+    runs[500:900] = np.nan
+    runs[-1] = labels[7]
+    for values in (runs, runs[::-1].copy(), np.concatenate([runs, left]), runs[:4096 + 1]):
+        codes, uniques = ids.factorize(values)
+        ref_codes, ref_uniques = pd.factorize(values)
+        assert np.array_equal(codes, ref_codes) and list(uniques) == list(np.asarray(ref_uniques))
+        obj_codes, objects = ids.distinct_objects(values)
+        assert all(a is b for a, b in zip(objects[obj_codes], values))
     series = pd.DataFrame({"a": labels[[0, 1, 2, 3, 5, 8, 13]], "b": labels[[0, 1, 2, 3, 4, 0, 1]]})
     index = pd.MultiIndex.from_frame(series)
     got = ids.pair_positions(left, right, index)

@@ -1,5 +1,7 @@
 """Ingest assets: per (date, sku_group) partition, exactly what was known at the start of the planning day."""
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -7,8 +9,10 @@ import pandas as pd
 from ..checks import INGEST_CHECKS, freshness_result
 from ..core.asof import HORIZON_DAYS, PlanningInputs, planning_inputs
 from ..core.fingerprint import frame_fingerprint
+from ..core.loading import run_threads
 from ..partitions import daily_by_group, split_partition
 from ..resources.data_source import DataSourceResource
+from ..resources.io_manager import read_only
 
 INGEST_GROUP = "ingest"
 FINGERPRINT_KEY = "fingerprint"
@@ -73,10 +77,23 @@ def ingest_planning_inputs(context: dg.AssetExecutionContext, data_source: DataS
     inputs = planning_inputs(tables, date, group, horizon_days=HORIZON_DAYS, history_days=data_source.history_days)
     for note in inputs.notes:
         context.log.warning(note)
-    for name, (attr, _) in INGEST_OUTPUTS.items():
-        frame = getattr(inputs, attr)
-        yield dg.Output(frame, output_name=name, metadata=_summary(frame))
+    # handed over read-only: the frames are this step's alone, so the IO manager keeps them for the run's later
+    # steps without copying them
+    frames = {name: read_only(getattr(inputs, attr)) for name, (attr, _) in INGEST_OUTPUTS.items()}
+    for name, metadata in _summaries(frames):
+        yield dg.Output(frames[name], output_name=name, metadata=metadata)
     yield freshness_result(inputs, data_source.max_staleness_days)
+
+
+def _summaries(frames: dict[str, pd.DataFrame]) -> Iterator[tuple[str, dict]]:
+    """(name, _summary) of each frame, in order. With two cores the content hashes (numpy and sha256 release the
+    GIL) are computed in another thread, each while Dagster stores the outputs before it."""
+    if run_threads() < 2:
+        yield from ((name, _summary(frame)) for name, frame in frames.items())
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = {name: pool.submit(_summary, frame) for name, frame in frames.items()}
+        yield from ((name, summary.result()) for name, summary in pending.items())
 
 
 def inputs_from_frames(context, frames: dict[str, pd.DataFrame]) -> PlanningInputs:

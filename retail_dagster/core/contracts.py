@@ -10,13 +10,15 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
 
 STRING, FLOAT, INT, BOOL, DATE = "string", "float", "int", "bool", "date"
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -499,9 +501,19 @@ def foreign_keys(tables: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str], pd
     return keys
 
 
+def thread_map(fn: Callable[[T], R], items: Sequence[T], threads: int = 1) -> list[R]:
+    """[fn(item) for item in items], on up to `threads` threads (worth it for work that releases the GIL: the
+    Parquet reader, numpy), in item order; exceptions propagate as in the loop."""
+    if threads < 2 or len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str] | None = None,
-                    ) -> dict[str, pd.DataFrame]:
-    """Validate a whole data set (all tables in CONTRACTS); raise one ContractError listing every problem."""
+                    threads: int = 1) -> dict[str, pd.DataFrame]:
+    """Validate a whole data set (all tables in CONTRACTS); raise one ContractError listing every problem.
+    With `threads` > 1 the fact tables are validated side by side (the problems keep their order)."""
     files = files or {}
     problems: list[Problem] = []
     missing = [t for t in TABLE_NAMES if t not in tables]
@@ -514,10 +526,13 @@ def validate_tables(tables: Mapping[str, pd.DataFrame], files: Mapping[str, str]
             clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), raise_errors=False)
             problems += p
     keys = foreign_keys({t: f for t, f in clean.items()})
-    for t in TABLE_NAMES:
-        if t in ("catalog", "locations") or t not in tables:
-            continue
-        clean[t], p = validate_table(t, tables[t], files.get(t, "<memory>"), known_keys=keys, raise_errors=False)
+    facts = [t for t in TABLE_NAMES if t not in ("catalog", "locations") and t in tables]
+
+    def validate(t: str) -> tuple[pd.DataFrame, list[Problem]]:
+        return validate_table(t, tables[t], files.get(t, "<memory>"), known_keys=keys, raise_errors=False)
+
+    for t, (frame, p) in zip(facts, thread_map(validate, facts, threads)):
+        clean[t] = frame
         problems += p
     if problems:
         raise ContractError(problems)

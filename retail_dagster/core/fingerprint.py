@@ -55,8 +55,8 @@ def _digest(frame: pd.DataFrame, mask: np.ndarray | None = None) -> str:
     if cols:
         for start in range(0, rows, _BLOCK_ROWS):
             block = np.stack([c[start:start + _BLOCK_ROWS] for c in cols], axis=1)
-            # little-endian bytes so big-endian hosts agree
-            digest.update(block.astype("<u8", copy=False).tobytes())
+            # little-endian bytes so big-endian hosts agree; hashed from the array's buffer (no bytes copy)
+            digest.update(np.ascontiguousarray(block, dtype="<u8"))
     return digest.hexdigest()
 
 

@@ -24,6 +24,17 @@ def _addresses(values: np.ndarray) -> np.ndarray:
     return np.frombuffer((ctypes.c_ssize_t * len(values)).from_address(values.ctypes.data), dtype=np.intp)
 
 
+def _factorize_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly `pd.factorize(keys)` for integer keys. A column of long runs of one key (the sku_id of rows sorted by
+    SKU) factorizes only its run heads: one compare pass instead of one hash lookup per row."""
+    heads = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    if len(heads) >= len(keys) // 8:
+        return pd.factorize(keys)
+    heads = np.concatenate([[0], heads])
+    head_codes, distinct = pd.factorize(keys[heads])
+    return np.repeat(head_codes, np.diff(np.append(heads, len(keys)))), distinct
+
+
 def distinct_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(codes, objects): `objects[codes]` is `values` element for element (the same objects), with `objects` the
     distinct objects in order of first appearance. None when the column is small, not object dtype, or mostly
@@ -32,7 +43,7 @@ def distinct_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
     if values.dtype != object or values.ndim != 1 or len(values) < _MIN_ROWS:
         return None
     values = np.ascontiguousarray(values)
-    codes, distinct = pd.factorize(_addresses(values))
+    codes, distinct = _factorize_runs(_addresses(values))
     if len(distinct) > len(values) // 8:
         return None
     objects = np.empty(len(distinct), dtype=object)

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import pandas as pd
 
 from . import storage
-from .contracts import TABLE_NAMES, ContractError, Problem, validate_tables
+from .contracts import TABLE_NAMES, ContractError, Problem, thread_map, validate_tables
 from .storage import is_s3
 
 
@@ -306,20 +306,27 @@ def load_tables(path: str, s3_client: Any = None, tables: tuple[str, ...] = TABL
             if not skus:
                 raise ContractError([Problem("catalog", files["catalog"], "sku_group",
                                              f"no SKU in group '{sku_group}'")])
+
+    def read(t: str) -> pd.DataFrame | Problem:
+        try:
+            return read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None,
+                                  since=since if t in DATED else None, until=until if t in DATED else None)
+        except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
+            return Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}")
+
+    threads = run_threads()
+    read_now = [t for t in tables if t in files and t not in raw]
+    # side by side on the run's cores: the Parquet reader and numpy release the GIL
+    for t, table in zip(read_now, thread_map(read, read_now, threads)):
+        raw[t] = table
     for t in tables:
         if t not in files:
             problems.append(Problem(t, os.path.join(str(path), f"{t}.parquet|.csv"), "*", "table file not found"))
-            continue
-        if t in raw:
-            continue
-        try:
-            raw[t] = read_raw_table(files[t], s3_client, skus=skus if t in SKU_KEYED else None,
-                                    since=since if t in DATED else None, until=until if t in DATED else None)
-        except Exception as exc:  # unreadable file: report, do not crash with a bare parser error
-            problems.append(Problem(t, files[t], "*", f"cannot read file: {type(exc).__name__}: {exc}"))
+        elif isinstance(raw[t], Problem):
+            problems.append(raw[t])
     if problems:
         raise ContractError(problems)
-    clean = validate_tables({t: raw[t] for t in tables if t in raw}, files)
+    clean = validate_tables({t: raw[t] for t in tables if t in raw}, files, threads=threads)
     if skus is not None:
         from .asof import GROUP_ATTR
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
@@ -116,7 +117,7 @@ def _str_column(values):
 def _plain_arrow_table(frame: pd.DataFrame):
     """The frame as an Arrow table with its id columns dictionary-encoded, or None when it is not plain.
 
-    Plain (`_WrittenFrames.round_trips`): a default RangeIndex, distinct str column names,
+    Plain (what `_WrittenFrames` keeps): a default RangeIndex, distinct str column names,
     float64/int64/bool/datetime64[ns] columns and object columns holding str only. An object column that repeats a
     few str objects (sku_id, location_id...) becomes a dictionary array built from its distinct objects
     (core.ids), which skips converting millions of Python strings one by one. The table carries pandas' own
@@ -148,18 +149,23 @@ def _plain_arrow_table(frame: pd.DataFrame):
     return pa.table(arrays, names=list(frame.columns)).replace_schema_metadata(metadata)
 
 
+def _frame_parquet(frame: pd.DataFrame) -> tuple[bytes, bool]:
+    """(Parquet bytes of `frame`, whether it is plain: read back from those bytes it is the same frame)."""
+    buf = io.BytesIO()
+    table = _plain_arrow_table(frame)
+    if table is None:
+        frame.to_parquet(buf, index=False)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, buf, store_schema=False)
+    return buf.getvalue(), table is not None
+
+
 def _encode(obj: Any) -> tuple[bytes, str, Optional[int]]:
     """(bytes, extension, rows) for a value the manager can store."""
     if isinstance(obj, pd.DataFrame):
-        buf = io.BytesIO()
-        table = _plain_arrow_table(obj)
-        if table is None:
-            obj.to_parquet(buf, index=False)
-        else:
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, buf, store_schema=False)
-        return buf.getvalue(), PARQUET, len(obj)
+        return _frame_parquet(obj)[0], PARQUET, len(obj)
     if isinstance(obj, (dict, list)):
         try:
             data = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
@@ -177,13 +183,28 @@ def read_only(frame: pd.DataFrame) -> pd.DataFrame:
     Every DataFrame a step loads is read-only, whether it was decoded from the file or served from this process's
     memory, so a step that wrote into its input's values would fail the same loud way in every run instead of
     changing, in one run only, the copy other steps are served. Adding, replacing or dropping columns of an input
-    is fine (that builds a new frame); a step that wants to edit values copies its input first."""
-    for block in frame._mgr.blocks:
-        values = block.values  # a numpy array, or an extension array wrapping one (datetime64[ns])
-        array = values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None)
-        if isinstance(array, np.ndarray):
+    is fine (that builds a new frame); a step that wants to edit values copies its input first.
+
+    A step may hand an output over the same way: the manager keeps a frame whose arrays are all read-only as it is,
+    without the copy it keeps of any other (its producer writes into it no more, nor into any array it views)."""
+    for array in _block_arrays(frame):
+        if array is not None:
             array.flags.writeable = False
     return frame
+
+
+def _block_arrays(frame: pd.DataFrame) -> list:
+    """The numpy arrays holding the frame's columns; None for a column held otherwise (an extension array)."""
+    arrays = []
+    for block in frame._mgr.blocks:
+        values = block.values  # a numpy array, or an extension array wrapping one (datetime64[ns])
+        arrays.append(values if isinstance(values, np.ndarray) else getattr(values, "_ndarray", None))
+    return arrays
+
+
+def _handed_over(frame: pd.DataFrame) -> bool:
+    """Whether every array of the frame is read-only (`read_only`)."""
+    return all(isinstance(a, np.ndarray) and not a.flags.writeable for a in _block_arrays(frame))
 
 
 class _WrittenFrames:
@@ -215,19 +236,26 @@ class _WrittenFrames:
         return st.st_ino, st.st_size, st.st_mtime_ns
 
     @staticmethod
-    def round_trips(frame: pd.DataFrame) -> bool:
-        return _plain_layout(frame) and all(
-            _str_column(frame.iloc[:, j].to_numpy()) is not _NOT_STR if dtype == object else _plain_dtype(dtype)
-            for j, dtype in enumerate(frame.dtypes))
+    def may_keep(frame: pd.DataFrame, budget_bytes: int) -> bool:
+        """Whether `frame` can be kept by its layout and size (its str columns are checked when it is encoded)."""
+        return budget_bytes > 0 and _plain_layout(frame) and \
+            all(dtype == object or _plain_dtype(dtype) for dtype in frame.dtypes) and \
+            int(frame.memory_usage(index=False, deep=False).sum()) <= budget_bytes
 
-    def put(self, path: str, frame: pd.DataFrame, budget_bytes: int) -> None:
+    @staticmethod
+    def copy_to_keep(frame: pd.DataFrame) -> pd.DataFrame:
+        """The copy of `frame` to keep: its own data, read-only; the frame's own data when it was handed over
+        read-only (`read_only`)."""
+        return frame.copy(deep=False) if _handed_over(frame) else read_only(frame.copy(deep=True))
+
+    def put(self, path: str, kept: pd.DataFrame, budget_bytes: int) -> None:
+        """Keep `kept` (a `copy_to_keep` of a frame that round-trips) as the value of the file just written."""
         if is_s3(path) or budget_bytes <= 0:
             return
-        size = int(frame.memory_usage(index=False, deep=False).sum())
+        size = int(kept.memory_usage(index=False, deep=False).sum())
         token = self._token(path)
-        if token is None or size > budget_bytes or not self.round_trips(frame):
+        if token is None or size > budget_bytes:
             return
-        kept = read_only(frame.copy(deep=True))
         with self._lock:
             self._frames.pop(path, None)
             self._frames[path] = (token, kept, size)
@@ -297,9 +325,27 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         storage.move(src, dst, self._client_for(src), extra_args=self._sse())
         _WRITTEN.moved(src, dst)
 
-    def _remember(self, path: str, obj: Any) -> None:
-        if isinstance(obj, pd.DataFrame):
-            _WRITTEN.put(path, obj, self.memory_cache_mb * 2 ** 20)
+    def _encode_keeping(self, obj: Any) -> tuple[bytes, str, Optional[int], Optional[pd.DataFrame]]:
+        """`_encode(obj)` and, for a frame this process keeps (_WrittenFrames), the copy to keep: made while the
+        Parquet writer encodes the frame in another thread (both release the GIL) when the run has two cores."""
+        from ..core.loading import run_threads
+
+        budget = self.memory_cache_mb * 2 ** 20
+        if not isinstance(obj, pd.DataFrame) or is_s3(self.base_path) or not _WRITTEN.may_keep(obj, budget):
+            return (*_encode(obj), None)
+        if run_threads() > 1:
+            with ThreadPoolExecutor(1) as pool:
+                encoded = pool.submit(_frame_parquet, obj)
+                kept = _WRITTEN.copy_to_keep(obj)
+                data, plain = encoded.result()
+        else:
+            data, plain = _frame_parquet(obj)
+            kept = _WRITTEN.copy_to_keep(obj) if plain else None
+        return data, PARQUET, len(obj), kept if plain else None
+
+    def _remember(self, path: str, kept: Optional[pd.DataFrame]) -> None:
+        if kept is not None:
+            _WRITTEN.put(path, kept, self.memory_cache_mb * 2 ** 20)
 
     def _exists(self, path: str) -> bool:
         return storage.exists(path, self._client_for(path))
@@ -332,7 +378,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     f"({keys[0]} .. {keys[-1]}) but stores one value; run one partition per run "
                     "(a multi-run backfill), which is how this project's assets are defined")
             partition_key = keys[0]
-        data, ext, rows = _encode(obj)
+        data, ext, rows, kept = self._encode_keeping(obj)
         asset = self._asset(context)
         partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
         path = asset_path(self.base_path, asset, partition_key, ext, partitions_def)
@@ -341,7 +387,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if asset[-1] in DAY_ASSETS and partition_key is not None and run_id is not None:
             staged = self._staged(run_id, asset, partition_key, ext, partitions_def)
             self._write(staged, data)
-            self._remember(staged, obj)
+            self._remember(staged, kept)
             passed = context.output_metadata.get(BLOCKING_CHECKS_PASSED, True)
             passed = getattr(passed, "value", passed)
             later = DAY_ASSETS[DAY_ASSETS.index(asset[-1]) + 1:]
@@ -355,7 +401,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                     "not published: a blocking check failed; the previous complete day stays in place")
         else:
             self._write(path, data)
-            self._remember(path, obj)
+            self._remember(path, kept)
         if rows is not None:
             metadata["rows"] = rows
         context.add_output_metadata(metadata)
