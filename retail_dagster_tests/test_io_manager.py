@@ -182,9 +182,34 @@ def test_fingerprint_deterministic_and_storage_independent(tmp_path):
     assert fingerprints({"a": frame, "b": None}) == {"a": fp}
 
 
-def test_fingerprint_is_one_row_major_digest_and_a_window_hashes_its_rows(monkeypatch):
-    """The blockwise digest is the sha256 of the whole row-major matrix of value hashes, and a window's digest
-    is the filtered frame's: the model and elasticity cache keys do not change with the implementation."""
+def _reference_digest(frame: pd.DataFrame) -> str:
+    """The documented layout, written plainly: schema, row count, then per column its value bytes (floats with
+    -0.0 as 0.0 and one NaN) or its distinct values' text, first appearance first, and one int32 code per row."""
+    import hashlib
+
+    digest = hashlib.sha256("\x1f".join(f"{c}\x1e{t}" for c, t in zip(frame.columns, frame.dtypes.astype(str)))
+                            .encode())
+    digest.update(f"\x1d{len(frame)}\x1d".encode())
+    for c in frame.columns:
+        values = frame[c].to_numpy()
+        digest.update(b"\x1c")
+        if values.dtype.kind == "f":
+            clean = np.where(np.isnan(values), np.nan, values + 0.0).astype(values.dtype.newbyteorder("<"))
+            digest.update(clean.tobytes())
+        elif values.dtype.kind in "biumM":
+            digest.update(values.astype(values.dtype.newbyteorder("<")).tobytes())
+        else:
+            cells = [str(v) if isinstance(v, (dict, list)) else v for v in values]
+            codes, uniques = pd.factorize(pd.Series(cells, dtype=object))
+            digest.update(f"{len(uniques)}\x1e".encode())
+            digest.update("\x1f".join(repr(u) for u in uniques).encode())
+            digest.update(codes.astype("<i4").tobytes())
+    return digest.hexdigest()
+
+
+def test_fingerprint_is_the_documented_digest_and_a_window_hashes_its_rows():
+    """The digest is the documented byte layout (so the model and elasticity cache keys do not change with the
+    implementation), and a window's digest is the filtered frame's."""
     import hashlib
 
     from retail_dagster.core import fingerprint as fpm
@@ -192,16 +217,12 @@ def test_fingerprint_is_one_row_major_digest_and_a_window_hashes_its_rows(monkey
     rng = np.random.default_rng(3)
     n = 1000
     frame = pd.DataFrame({"date": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 60, n), unit="D"),
-                          "sku_id": rng.choice(["A", "B", "C"], n), "units": rng.poisson(3, n).astype(float),
-                          "flag": rng.random(n) < 0.5, "extra": [{"k": i % 3} for i in range(n)]})
-    matrix = np.column_stack([pd.util.hash_pandas_object(frame[c] if c != "extra" else frame[c].astype(str),
-                                                         index=False).to_numpy() for c in frame.columns])
-    plain = hashlib.sha256("\x1f".join(f"{c}\x1e{t}" for c, t in zip(frame.columns, frame.dtypes.astype(str)))
-                           .encode())
-    plain.update(f"\x1d{n}\x1d".encode())
-    plain.update(matrix.astype("<u8").tobytes())
-    monkeypatch.setattr(fpm, "_BLOCK_ROWS", 64)  # many blocks, and a short last one
-    assert frame_fingerprint(frame) == plain.hexdigest()
+                          "sku_id": rng.choice(["A", "B", "C"], n).astype(object),
+                          "units": rng.poisson(3, n).astype(float), "flag": rng.random(n) < 0.5,
+                          "count": rng.integers(-5, 5, n), "extra": [{"k": i % 3} for i in range(n)]})
+    frame.loc[::7, "units"] = np.nan
+    frame.loc[::11, "units"] = -0.0
+    assert frame_fingerprint(frame) == _reference_digest(frame)
     start, end = pd.Timestamp("2026-01-20"), pd.Timestamp("2026-02-10")
     promos = pd.DataFrame({"start_date": pd.to_datetime(["2026-01-01", "2026-02-05", "2026-03-01"]),
                            "end_date": pd.to_datetime(["2026-01-25", "2026-02-20", "2026-03-05"]), "x": [1, 2, 3]})
@@ -214,27 +235,38 @@ def test_fingerprint_is_one_row_major_digest_and_a_window_hashes_its_rows(monkey
     assert fpm.window_fingerprint(tables, start, end, "s") == expected.hexdigest()
 
 
-def test_object_columns_hash_per_distinct_object_exactly_as_pandas():
-    """The per-object shortcut gives every row pandas' own hash: repeated objects, equal strings at different
-    addresses, None and NaN, mixed types; mostly-distinct columns take pandas' path."""
-    from retail_dagster.core.fingerprint import _hash_column, _hash_objects
-
+def test_fingerprint_counts_values_not_their_objects_or_bits():
+    """Equal strings at different addresses, -0.0 and 0.0, NaNs of different bits hash the same; a str and an
+    int that print alike, a moved value, a None in place of a value, do not."""
     rng = np.random.default_rng(5)
     ids = np.array([f"SKU{i:05d}" for i in range(50)], dtype=object)
     values = ids[rng.integers(0, 50, 20_000)]
-    values[::50] = np.array([f"SKU{i % 50:05d}" for i in range(len(values[::50]))], dtype=object)  # new objects
-    values[3::101] = None
-    values[5::103] = np.nan
-    values[11::107] = 42
-    col = pd.Series(values, dtype=object)
-    assert _hash_objects(col.to_numpy()) is not None
-    assert np.array_equal(_hash_column(col), pd.util.hash_pandas_object(col, index=False).to_numpy())
-    distinct = pd.Series([f"d{i}" for i in range(20_000)], dtype=object)
-    assert _hash_objects(distinct.to_numpy()) is None
-    assert np.array_equal(_hash_column(distinct), pd.util.hash_pandas_object(distinct, index=False).to_numpy())
-    odd = pd.Series([{"k": i % 3} for i in range(10_000)], dtype=object)  # unhashable cells: str fallback
-    assert np.array_equal(_hash_column(odd),
-                          pd.util.hash_pandas_object(odd.astype(str), index=False).to_numpy())
+    fresh = np.array([str(v) + "" if i % 2 else "".join(v) for i, v in enumerate(values)], dtype=object)
+    x = rng.random(20_000)
+    base = pd.DataFrame({"sku_id": values, "x": x})
+    assert frame_fingerprint(pd.DataFrame({"sku_id": fresh, "x": x})) == frame_fingerprint(base)
+    signed = x.copy()
+    signed[:10] = 0.0
+    other_nan = signed.copy()
+    other_nan[10:20] = np.frombuffer(np.array([0x7FF8000000000001] * 10, dtype="<u8").tobytes(), dtype="<f8")
+    signed[10:20] = np.nan
+    negative_zero = signed.copy()
+    negative_zero[:10] = -0.0
+    fp = frame_fingerprint(pd.DataFrame({"sku_id": values, "x": signed}))
+    assert frame_fingerprint(pd.DataFrame({"sku_id": values, "x": negative_zero})) == fp
+    assert frame_fingerprint(pd.DataFrame({"sku_id": values, "x": other_nan})) == fp
+    mixed = pd.DataFrame({"v": pd.Series(["1", "2"] * 3000, dtype=object)})
+    assert frame_fingerprint(mixed) != frame_fingerprint(pd.DataFrame({"v": pd.Series([1, "2"] * 3000,
+                                                                                        dtype=object)}))
+    swapped = values.copy()
+    swapped[[0, 1]] = values[[1, 0]]
+    assert values[0] == values[1] or frame_fingerprint(base.assign(sku_id=swapped)) != frame_fingerprint(base)
+    missing = values.copy()
+    missing[5] = None
+    assert frame_fingerprint(base.assign(sku_id=missing)) != frame_fingerprint(base)
+    odd = pd.DataFrame({"d": [{"k": i % 3} for i in range(10_000)]})  # unhashable cells: their text
+    assert frame_fingerprint(odd) == _reference_digest(odd)
+    assert frame_fingerprint(odd) != frame_fingerprint(pd.DataFrame({"d": [{"k": i % 4} for i in range(10_000)]}))
 
 
 def test_fingerprint_same_in_another_process():
@@ -339,10 +371,8 @@ def test_a_frame_handed_over_read_only_is_kept_without_a_copy(tmp_path):
 
 @pytest.mark.parametrize("rows", [0, 1, 5000, 40_000])
 def test_fingerprint_of_id_columns_sorted_in_runs_categorical_nan_and_empty(rows):
-    """The digest is the sha256 of the row-major value hashes whatever the id columns hold: long runs of one
-    object (rows sorted by SKU), categoricals, None and NaN, no rows."""
-    import hashlib
-
+    """The digest is the documented layout whatever the id columns hold: long runs of one object (rows sorted
+    by SKU), categoricals, None and NaN, no rows."""
     rng = np.random.default_rng(rows)
     skus = np.array([f"SKU{i:05d}" for i in range(40)], dtype=object)
     sku = np.sort(skus[rng.integers(0, 40, rows)]) if rows else np.array([], dtype=object)
@@ -352,10 +382,4 @@ def test_fingerprint_of_id_columns_sorted_in_runs_categorical_nan_and_empty(rows
     frame = pd.DataFrame({"sku_id": sku, "location_id": skus[rng.integers(0, 3, rows)],
                           "group": pd.Categorical(skus[rng.integers(0, 5, rows)]),
                           "units": np.where(rng.random(rows) < 0.1, np.nan, rng.random(rows))})
-    matrix = np.column_stack([pd.util.hash_pandas_object(frame[c], index=False).to_numpy() for c in frame.columns]) \
-        if rows else np.zeros((0, 4), dtype=np.uint64)
-    expected = hashlib.sha256("\x1f".join(f"{c}\x1e{t}" for c, t in zip(frame.columns, frame.dtypes.astype(str)))
-                              .encode())
-    expected.update(f"\x1d{rows}\x1d".encode())
-    expected.update(matrix.astype("<u8").tobytes())
-    assert frame_fingerprint(frame) == expected.hexdigest()
+    assert frame_fingerprint(frame) == _reference_digest(frame)
