@@ -116,15 +116,31 @@ def run_pipeline(date: str, groups: list[str] | None = None, instance=None, rais
 
 
 def _group_run(conn, date: str, group: str, log_level: str, raise_on_error: bool, step_timing: bool,
-               threads: int) -> None:
-    """One group's run in a forked worker process: its summary (with its peak RSS) goes back through `conn`."""
+               threads: int, more_threads=None) -> None:
+    """One group's run in a forked worker process: its summary (with its peak RSS) goes back through `conn`.
+
+    `more_threads` (a pipe's receiving end): the parent sends a larger thread count when this run is left alone
+    on the machine (no other run waiting or running); a thread here applies it, and the run's later steps (and
+    LightGBM's, the Parquet reader's and the ingest's next calls) use the freed cores."""
+    import threading
+
+    from .core.loading import run_threads
     from .preload import limit_threads, peak_rss_gb
 
     limit_threads(threads)
+    if more_threads is not None:
+        def listen():
+            try:
+                limit_threads(int(more_threads.recv()))
+            except (EOFError, OSError):  # the parent closed it: no more cores for this run
+                pass
+
+        threading.Thread(target=listen, name="retail-dagster-threads", daemon=True).start()
     try:
         summary = run_pipeline(date, [group], log_level=log_level, raise_on_error=raise_on_error,
                                step_timing=step_timing)
         summary["groups"][group]["peak_rss_gb"] = round(peak_rss_gb(), 3)
+        summary["groups"][group]["threads"] = run_threads()  # at the end: more when the run was left alone
     except BaseException as exc:  # sent back whole: the parent reports it as this group's failure
         summary = {"error": f"{type(exc).__name__}: {exc}"}
     conn.send(summary)
@@ -134,27 +150,41 @@ def _group_run(conn, date: str, group: str, log_level: str, raise_on_error: bool
 def _run_in_workers(date: str, groups: list[str], workers: int, log_level: str, raise_on_error: bool,
                     step_timing: bool) -> dict:
     """Each group's run in its own process forked from the preloaded server, at most `workers` at once, each with
-    its share of the run's threads (the cores, or OMP_NUM_THREADS when set, divided by `workers`)."""
+    its share of the run's threads (the cores, or OMP_NUM_THREADS when set, divided by the runs at once). The last
+    run, once alone (nothing waiting, nothing else running), is sent every thread: with 5 groups on 2 workers the
+    fifth run would otherwise finish the day on one core while the other idles."""
     from multiprocessing.connection import wait
 
     from .core.loading import run_threads
     from .preload import worker_context
 
     ctx = worker_context()
-    threads = max(1, run_threads() // workers)
+    cores = run_threads()
+    threads = max(1, cores // max(1, min(workers, len(groups))))
     summary: dict = {"date": date, "groups": {}, "success": True}
     pending, running = list(groups), {}
     while pending or running:
         while pending and len(running) < workers:
             group = pending.pop(0)
             recv, send = ctx.Pipe(duplex=False)
+            more_recv, more_send = ctx.Pipe(duplex=False)
             process = ctx.Process(target=_group_run, name=f"retail-dagster-{group}",
-                                  args=(send, date, group, log_level, raise_on_error, step_timing, threads))
+                                  args=(send, date, group, log_level, raise_on_error, step_timing, threads,
+                                        more_recv))
             process.start()
             send.close()
-            running[group] = (process, recv, time.perf_counter())
+            more_recv.close()
+            running[group] = (process, recv, time.perf_counter(), more_send)
+        if not pending and len(running) == 1 and threads < cores:
+            (process, recv, t0, more_send), = running.values()
+            if not more_send.closed:
+                try:
+                    more_send.send(cores)
+                except OSError:  # it has just ended
+                    pass
+                more_send.close()
         wait([r[1] for r in running.values()] + [r[0].sentinel for r in running.values()])
-        for group, (process, recv, t0) in list(running.items()):
+        for group, (process, recv, t0, more_send) in list(running.items()):
             if not recv.poll() and process.is_alive():
                 continue
             try:
@@ -162,6 +192,7 @@ def _run_in_workers(date: str, groups: list[str], workers: int, log_level: str, 
             except EOFError:  # died without a word (killed, out of memory): its end of the pipe closed empty
                 result = None
             recv.close()
+            more_send.close()
             process.join()
             if result is None:
                 result = {"error": f"the run's process exited with code {process.exitcode}"}

@@ -64,6 +64,8 @@ def test_workers_decide_exactly_as_one_process(one_process, demo_path, model_cac
         assert set(g["step_seconds"]) == set(summary["groups"][group]["step_seconds"])
         assert g["peak_rss_gb"] > 0
         assert g["checks"] == summary["groups"][group]["checks"]
+    # 2 cores, 2 at once: one thread a run, and the run left alone at the end is given both (same decisions)
+    assert sorted(g["threads"] for g in forked["groups"].values()) == [1, 1, 2]
     _assert_same_outputs(_outputs(out), _outputs(str(tmp_path)))
 
 
