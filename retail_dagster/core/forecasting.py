@@ -743,9 +743,13 @@ class DemandForecaster:
         fut, _ = p.long("future")
         fut = fut.drop(columns=list(p.static))
         if self.fcst is not None and (which is None or st.model_name in which):
+            from .tree_predict import compiled_models
+
             for m in self.fcst.models_.values():  # this process's share of the cores, not the trainer's
                 m.set_params(n_jobs=st.threads())
-            with warnings.catch_warnings():  # short histories leave the longest windows NaN: LightGBM copes
+            # LightGBM's predictions, bit for bit, from the compiled kernel (core.tree_predict): the models are
+            # swapped for the call only
+            with warnings.catch_warnings(), compiled_models(self.fcst, st.threads()):
                 warnings.filterwarnings("ignore", message="Found null values", category=UserWarning)
                 pred = self.fcst.predict(h, new_df=hist, X_df=fut)
             arr = np.full((len(panel.series), h), np.nan)
