@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit
 
 ENABLED = True  # False: the forecast predicts with LightGBM's own predict (tests compare the two)
+KERNELS_READY = False  # the kernels are loaded in this process (warm() or a first prediction has run them)
 K_ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: the float literal 1e-35f as a double
 MAX_LEAVES = 64  # a tree's leaves are the bits of one uint64
 # objective (first word of the model string's objective line) -> output transform: 0 the raw score, 1 its exp
@@ -328,6 +329,8 @@ def predict_tables(tables: ScoringTables, x: np.ndarray, threads: int = 1) -> np
             tables.sorted_mask, tables.nan_start, tables.nan_tree, tables.nan_mask, tables.other_start,
             tables.other_node, tables.other_tree, tables.other_mask, tables.leaf_by_pos, p.threshold,
             p.special_left, p.zero_missing, p.categorical, p.cat_boundaries, p.cat_threshold, out)
+    global KERNELS_READY
+    KERNELS_READY = True
     threads = max(1, min(int(threads), n // 256))  # a thread for fewer rows costs more than it saves
     if threads == 1:
         _scores(x, 0, n, *args)
@@ -416,3 +419,20 @@ def compiled_models(fcst, threads: int = 1):
         yield
     finally:
         fcst.models_ = models
+
+
+# a two-split tweedie model in LightGBM's text format: x0 <= 0.5 goes to the second node (x1 <= 0.25: leaf 0, else
+# leaf 2), else leaf 1; the second node's missing type is NaN with NaN sent left
+_WARM_MODEL = ("tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nmax_feature_idx=1\nobjective=tweedie\n\n"
+               "Tree=0\nnum_leaves=3\nnum_cat=0\nsplit_feature=0 1\nthreshold=0.5 0.25\ndecision_type=0 10\n"
+               "left_child=1 -1\nright_child=-2 -3\nleaf_value=0.5 1 2\nis_linear=0\n\nend of trees\n")
+
+
+def warm() -> np.ndarray:
+    """Load (or compile, on a fresh install) the kernels by scoring a tiny model given as text: the preloaded run
+    server calls this once, so a forked run's first predict does not start numba (~0.4 s a run). LightGBM is not
+    called: an OpenMP pool started in the server would be inherited by every fork. Returns the scores of four
+    rows (one per path: each leaf, a NaN sent left)."""
+    parsed = parse_model_string(_WARM_MODEL)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, np.nan]])
+    return predict_tables(scoring_tables(parsed, parsed.n_trees), x)
