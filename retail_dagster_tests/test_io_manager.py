@@ -256,8 +256,8 @@ def test_fingerprint_counts_values_not_their_objects_or_bits():
     assert frame_fingerprint(pd.DataFrame({"sku_id": values, "x": negative_zero})) == fp
     assert frame_fingerprint(pd.DataFrame({"sku_id": values, "x": other_nan})) == fp
     mixed = pd.DataFrame({"v": pd.Series(["1", "2"] * 3000, dtype=object)})
-    assert frame_fingerprint(mixed) != frame_fingerprint(pd.DataFrame({"v": pd.Series([1, "2"] * 3000,
-                                                                                        dtype=object)}))
+    ints = pd.DataFrame({"v": pd.Series([1, "2"] * 3000, dtype=object)})
+    assert frame_fingerprint(mixed) != frame_fingerprint(ints)
     swapped = values.copy()
     swapped[[0, 1]] = values[[1, 0]]
     assert values[0] == values[1] or frame_fingerprint(base.assign(sku_id=swapped)) != frame_fingerprint(base)
