@@ -9,11 +9,10 @@ import dagster._core.storage.event_log.in_memory  # noqa: F401
 import dagster._core.storage.runs.in_memory  # noqa: F401
 import dagster._core.storage.schedules.sqlite.sqlite_schedule_storage  # noqa: F401
 
+from .core.tree_predict import warm
 from .definitions import defs
 from .jobs import DAILY_PIPELINE
 
 defs.resolve_job_def(DAILY_PIPELINE)
 
-from .core.tree_predict import warm  # noqa: E402  (the forecast's compiled predict: numba and its kernels)
-
-warm()
+warm()  # the forecast's compiled predict: numba's kernels

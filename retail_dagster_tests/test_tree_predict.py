@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retail_dagster.core import forecasting, tree_predict
+from retail_dagster.core import tree_predict
 from retail_dagster.core.forecasting import ForecastSettings, anchor_date, forecast_inputs, train_forecaster
 from retail_dagster.core.tree_predict import CompiledRegressor, booster_tables, compiled_models
 
@@ -242,7 +242,7 @@ ENGINE = ForecastSettings(train_window_days=280, early_stopping_rounds=5, lgbm_p
 def test_forecast_is_the_same_frame_as_with_lightgbms_predict(demo_tables, monkeypatch):
     """Training (its holdout calibration predicts too) and forecasting through the kernel give the model and the
     frame LightGBM's predict gives, and the model's pickle holds LightGBM's estimators."""
-    monkeypatch.setattr(forecasting, "COLD_PREDICT_WORK", 0)  # a demo group is small: the kernel whatever its size
+    monkeypatch.setattr(tree_predict, "COLD_PREDICT_WORK", 0)  # a demo group is small: the kernel whatever its size
     plan_date = demo_tables["sales"]["date"].max() + pd.Timedelta(days=1)
     group = "grocery"
     train_inputs = forecast_inputs(demo_tables, anchor_date(plan_date), group)
@@ -274,7 +274,7 @@ def test_forecast_is_the_same_frame_as_with_lightgbms_predict(demo_tables, monke
 
     # the kernel is used when loaded already (as in a run forked from the preloaded server), or when the predict
     # is big enough to repay loading it; else LightGBM predicts, with the same numbers
-    monkeypatch.setattr(forecasting, "COLD_PREDICT_WORK", len(got) * 150)
+    monkeypatch.setattr(tree_predict, "COLD_PREDICT_WORK", len(got) * 150)
     monkeypatch.setattr(tree_predict, "KERNELS_READY", False)
     rows.clear()
     pd.testing.assert_frame_equal(compiled.predict(inputs), expected, check_exact=True)

@@ -536,28 +536,6 @@ def _mlforecast(settings: ForecastSettings):
 STATIC_FEATURES = ["category_code", "location_code", "log_base_price"]
 
 
-# rows x trees of one predict call from which loading the compiled kernels in a fresh process (~0.85 s: numba's
-# import and its cached kernels) is repaid within a run's 14 calls (~45 ns saved per tree and row)
-COLD_PREDICT_WORK = 2_000_000
-
-
-def _compiled_predict(fcst, rows: int, threads: int):
-    """`tree_predict.compiled_models(fcst, threads)` when it pays in this process: the kernels are loaded already
-    (a run forked from the preloaded server, or an earlier predict here), or the call is big enough
-    (COLD_PREDICT_WORK) to repay loading them; otherwise no change (LightGBM's own predict, the same numbers)."""
-    import contextlib
-    import sys
-
-    loaded = sys.modules.get("retail_dagster.core.tree_predict")
-    if loaded is None or not loaded.KERNELS_READY:
-        trees = max((m.booster_.num_trees() for m in fcst.models_.values() if hasattr(m, "booster_")), default=0)
-        if rows * trees < COLD_PREDICT_WORK:
-            return contextlib.nullcontext()
-    from .tree_predict import compiled_models
-
-    return compiled_models(fcst, threads)
-
-
 class DemandForecaster:
     """Fit on the inputs as of a training anchor A (data < A only); predict any planning date D >= A."""
 
@@ -765,11 +743,13 @@ class DemandForecaster:
         fut, _ = p.long("future")
         fut = fut.drop(columns=list(p.static))
         if self.fcst is not None and (which is None or st.model_name in which):
+            from .tree_predict import compiled_models  # numba is loaded already: mlforecast imports it
+
             for m in self.fcst.models_.values():  # this process's share of the cores, not the trainer's
                 m.set_params(n_jobs=st.threads())
             # LightGBM's predictions, bit for bit, from the compiled kernel (core.tree_predict) when it pays: the
             # models are swapped for the call only
-            with warnings.catch_warnings(), _compiled_predict(self.fcst, len(sub), st.threads()):
+            with warnings.catch_warnings(), compiled_models(self.fcst, st.threads(), rows=len(sub)):
                 warnings.filterwarnings("ignore", message="Found null values", category=UserWarning)
                 pred = self.fcst.predict(h, new_df=hist, X_df=fut)
             arr = np.full((len(panel.series), h), np.nan)

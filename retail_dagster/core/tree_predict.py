@@ -404,17 +404,30 @@ def _is_fitted_lightgbm(model) -> bool:
     return isinstance(model, LGBMRegressor) and model.__sklearn_is_fitted__()
 
 
+# rows x trees of one predict call from which loading the kernels in a process that has not loaded them is surely
+# repaid within a forecast's 14 calls: loading the cached kernels took 0.4-0.6 s, and a call saves ~45 ns per tree
+# and row (break-even near 0.8M; the bar leaves room for a slower disk or machine)
+COLD_PREDICT_WORK = 2_000_000
+
+
 @contextlib.contextmanager
-def compiled_models(fcst, threads: int = 1):
+def compiled_models(fcst, threads: int = 1, rows: int | None = None):
     """For the duration of the block, `fcst.models_` (an MLForecast's fitted models) maps each fitted
     LGBMRegressor's name to a CompiledRegressor of it; the original dictionary is put back afterwards, error or
-    not, so the model that gets pickled never holds one. Does nothing when ENABLED is False."""
+    not, so the model that gets pickled never holds one. Does nothing when ENABLED is False, nor, for a call of
+    `rows` rows, when it does not pay: the kernels are not loaded in this process yet (a run forked from the
+    preloaded server has them: `warm`) and rows x trees is under COLD_PREDICT_WORK (LightGBM's predict then
+    gives the same numbers)."""
     models = getattr(fcst, "models_", None)
     if not ENABLED or not isinstance(models, dict):
         yield
         return
-    fcst.models_ = {name: CompiledRegressor(m, threads) if _is_fitted_lightgbm(m) else m
-                    for name, m in models.items()}
+    fitted = {name for name, m in models.items() if _is_fitted_lightgbm(m)}
+    if rows is not None and not KERNELS_READY and \
+            rows * max((models[n].booster_.num_trees() for n in fitted), default=0) < COLD_PREDICT_WORK:
+        yield
+        return
+    fcst.models_ = {name: CompiledRegressor(m, threads) if name in fitted else m for name, m in models.items()}
     try:
         yield
     finally:

@@ -249,13 +249,12 @@ class _WrittenFrames:
         return frame.copy(deep=False) if _handed_over(frame) else read_only(frame.copy(deep=True))
 
     def put(self, path: str, kept: pd.DataFrame, budget_bytes: int) -> None:
-        """Keep `kept` (a `copy_to_keep` of a frame that round-trips) as the value of the file just written."""
-        if is_s3(path) or budget_bytes <= 0:
+        """Keep `kept` (a `copy_to_keep` of a local frame that round-trips and `may_keep` allowed) as the value of the
+        file just written."""
+        token = self._token(path)
+        if token is None:
             return
         size = int(kept.memory_usage(index=False, deep=False).sum())
-        token = self._token(path)
-        if token is None or size > budget_bytes:
-            return
         with self._lock:
             self._frames.pop(path, None)
             self._frames[path] = (token, kept, size)
