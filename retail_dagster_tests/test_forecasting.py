@@ -325,3 +325,40 @@ def test_threads_follow_the_run_share_and_never_change_the_forecast(demo_tables,
     monkeypatch.delenv("OMP_NUM_THREADS")
     pd.testing.assert_frame_equal(by_two, two.predict(inputs))
     pd.testing.assert_frame_equal(by_two, one.predict(inputs))
+
+
+def test_blend_with_a_statistical_model_sets_the_mean_and_keeps_lightgbms_median(demo_tables, plan_date):
+    """blend_weights (w,): the main model's mean is (1 - w) LightGBM + w the statistical member, which is never
+    negative and responds to a planned price like LightGBM; p50 stays the median around LightGBM's own mean (it moves
+    only through the dispersion fitted on the blend), inside the p10-p90 band. The LightGBM model is the same."""
+    inputs = forecast_inputs(demo_tables, plan_date, "grocery")
+    train = forecast_inputs(demo_tables, anchor_date(plan_date), "grocery")
+    plain = ForecastSettings(**{**SETTINGS.__dict__, "use_intermittent_models": False})  # one model for every series
+    off = train_forecaster(train, plain)
+    on = train_forecaster(train, ForecastSettings(**{**plain.__dict__, "blend_weights": (0.3,)}))
+    assert off.blend_weight == 0.0 and on.blend_weight == 0.3 and on.info["blend"]["model"] == "sses"
+    assert plain.fingerprint() != on.settings.fingerprint()
+    a, b = off.predict(inputs), on.predict(inputs)
+    main = (a["model"] == SETTINGS.model_name).to_numpy()
+    assert main.any() and (a["model"] == b["model"]).all()
+    member = (b["mean"].to_numpy() - 0.7 * a["mean"].to_numpy()) / 0.3
+    assert (member[main] >= -1e-9).all() and not np.allclose(member[main], a["mean"].to_numpy()[main])
+    np.testing.assert_allclose(b["mean"].to_numpy()[~main], a["mean"].to_numpy()[~main])
+    assert (b["p10"] <= b["p50"]).all() and (b["p50"] <= b["p90"]).all()
+    # a 10% lower planned price raises the blended mean on every main-model series, as it does LightGBM's
+    cur = inputs.sales.sort_values("date").drop_duplicates(["sku_id", "location_id"], keep="last")
+    cheap = b.merge(cur[["sku_id", "location_id", "price"]].assign(price=lambda f: f["price"] * 0.9),
+                    on=["sku_id", "location_id"])[["sku_id", "location_id", "price"]].drop_duplicates()
+    c = on.predict(inputs, prices=cheap)
+    sums = lambda f: f[f["model"] == SETTINGS.model_name].groupby(["sku_id", "location_id"])["mean"].sum()  # noqa
+    lo, hi = sums(b).align(sums(c), join="inner")
+    assert len(lo) and (hi >= lo - 1e-9).all() and (hi > lo).mean() > 0.9
+
+
+def test_blend_weight_is_chosen_on_the_holdout_totals(demo_tables, plan_date):
+    """With several candidate weights the model keeps the one whose holdout totals erred least (ties: the smaller)."""
+    train = forecast_inputs(demo_tables, anchor_date(plan_date), "apparel")
+    model = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, "blend_weights": (0.0, 0.5, 1.0)}))
+    errs = {float(k): v for k, v in model.info["blend"]["holdout_total_abs_error"].items()}
+    assert set(errs) == {0.0, 0.5, 1.0} and len(set(errs.values())) == 3
+    assert model.blend_weight == min(errs, key=lambda w: (errs[w], w))

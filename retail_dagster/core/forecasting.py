@@ -30,6 +30,14 @@ ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall 
 OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
                   "model"]
 NEW_SERIES_MODEL = "new_series_profile"
+# statistical models that may be averaged into LightGBM's mean (ForecastSettings.blend_model)
+STAT = "@stat"  # suffix of the blend member's mean in _predict_means' output
+RAW = "@raw"  # suffix of LightGBM's own (unblended) mean
+STAT_BLEND_MODELS = {
+    "sses": ("SeasonalExponentialSmoothingOptimized", {"season_length": 7}),
+    "ses": ("SimpleExponentialSmoothingOptimized", {}),
+    "autoets": ("AutoETS", {"season_length": 7}),
+}
 FALLBACK_MODEL = "seasonal_window_average"
 # statsforecast intermittent models: output name -> (class name, kwargs)
 INTERMITTENT_MODELS = {
@@ -76,6 +84,12 @@ class ForecastSettings:
     early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
     point_levels: tuple[float, ...] = (0.45, 0.5, 0.55)  # NB levels p50 may take: the least holdout error wins
+    # forecast combination: LightGBM's mean averaged with a statistical model's (STAT_BLEND_MODELS; "sses": seasonal
+    # exponential smoothing, one smoothed level per weekday), the member's weight chosen per group on the calibration
+    # holdout from `blend_weights` by the error of each series' holdout total. The blend sets the mean and the band;
+    # p50 stays the median around LightGBM's own mean (the blend steadies totals, not single days)
+    blend_model: str = "sses"
+    blend_weights: tuple[float, ...] = (0.0,)
     seed: int = 7
     # LightGBM threads; 0: the run's share of the cores (OMP_NUM_THREADS), else 1, which is robust on a shared box
     # (OpenMP spin-waits when oversubscribed). Deterministic row-wise training gives the same model for any count.
@@ -90,6 +104,8 @@ class ForecastSettings:
     def fingerprint(self) -> str:
         """Identifies the settings a cached model was trained with (threads do not change the model)."""
         d = {k: v for k, v in asdict(self).items() if k != "num_threads"}
+        if not any(w > 0 for w in d["blend_weights"]):  # no blend: the same key as before the option existed
+            del d["blend_model"], d["blend_weights"]
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     @property
@@ -481,6 +497,9 @@ def _statsforecast(history: pd.DataFrame, h: int, names: list[str]) -> pd.DataFr
     for name in names:
         if name == FALLBACK_MODEL:
             models.append(sfm.SeasonalWindowAverage(season_length=7, window_size=4, alias=name))
+        elif name in STAT_BLEND_MODELS:
+            cls, kw = STAT_BLEND_MODELS[name]
+            models.append(getattr(sfm, cls)(**kw, alias=name))
         else:
             cls, kw = INTERMITTENT_MODELS[name]
             models.append(getattr(sfm, cls)(**kw, alias=name))
@@ -547,6 +566,7 @@ class DemandForecaster:
         self.intermittent_model = self.settings.model_name
         self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
         self.point_level: dict[str, float] = {}  # model -> NB level of its point forecast p50 (point_levels)
+        self.blend_weight = 0.0  # weight of settings.blend_model in the main model's mean (chosen on the holdout)
         self.info: dict = {}
 
     # -- training --
@@ -671,7 +691,7 @@ class DemandForecaster:
         inter = _intermittent(panel.y_feat, panel.first_t)
         # every model on every established series: calibrating the statsforecast models on the intermittent series
         # only (cheaper) widened their bands and lowered their medians: daily WAPE 0.512 -> 0.515 on 12 M5 cutoffs
-        means = self._predict_means(panel, est)
+        means = self._predict_means(panel, est, blend_member=max(st.blend_weights) > 0)
         s = inputs.sales
         s = s[(s["date"] >= cut) & (s["date"] < anchor)]
         ser = panel.series
@@ -687,8 +707,11 @@ class DemandForecaster:
             m = ic >= 0
             it = ((iw["date"].to_numpy()[m] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
             y[ic[m], it] = np.nan  # stocked-out days say little about demand: leave them out of calibration
+        self._choose_blend(means, y, est)
         report = {}
         for name, mu in means.items():
+            if name.endswith(RAW):
+                continue
             ok = ~np.isnan(y) & ~np.isnan(mu) & est[:, None]
             if ok.sum() == 0:
                 continue
@@ -711,13 +734,35 @@ class DemandForecaster:
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
-            self._fit_point_level(main, means[main][ok], y[ok])
+            self._fit_point_level(main, means.get(main + RAW, means[main])[ok], y[ok])
             if best != main:
                 ok = ~np.isnan(y) & ~np.isnan(means[best]) & (est & inter)[:, None]
                 self._fit_point_level(best, means[best][ok], y[ok])
         self.info["holdout"] = report
         self.info["intermittent_model"] = best
         self.info["holdout_intermittent_share"] = float(inter[est].mean())
+
+    def _choose_blend(self, means: dict[str, np.ndarray], y: np.ndarray, est: np.ndarray) -> None:
+        """Pick the blend member's weight on the holdout (least absolute error of the series' totals over their
+        observed days; ties keep the smaller weight) and blend `means`' main model in place (its own mean kept under
+        main + RAW)."""
+        st = self.settings
+        main = st.model_name
+        stat = means.pop(main + STAT, None)
+        if stat is None or main not in means:
+            return
+        raw = means[main]
+        obs = ~np.isnan(y) & ~np.isnan(raw) & est[:, None]
+        yt = np.where(obs, y, 0.0).sum(axis=1)
+        errs = {}
+        for w in sorted(set(st.blend_weights)):
+            mu = np.where(obs, _blend(raw, stat, w), 0.0).sum(axis=1)
+            errs[w] = float(np.abs(mu - yt)[obs.any(axis=1)].sum())
+        self.blend_weight = float(min(errs, key=lambda w: (errs[w], w)))
+        means[main + RAW] = raw
+        means[main] = _blend(raw, stat, self.blend_weight)
+        self.info["blend"] = {"model": st.blend_model, "weight": self.blend_weight,
+                              "holdout_total_abs_error": {str(w): round(e, 3) for w, e in errs.items()}}
 
     def _fit_point_level(self, name: str, mu: np.ndarray, y: np.ndarray) -> None:
         """The NB level of model `name`'s point forecast with the least absolute error on its holdout rows: a median
@@ -730,8 +775,10 @@ class DemandForecaster:
         self.info["point_level"] = dict(self.point_level)
 
     # -- prediction --
-    def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None) -> dict[str, np.ndarray]:
-        """(N, h) mean forecasts per model name for panel rows in `rows` (NaN elsewhere)."""
+    def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None,
+                       blend_member: bool = False) -> dict[str, np.ndarray]:
+        """(N, h) mean forecasts per model name for panel rows in `rows` (NaN elsewhere). `blend_member`: also the
+        blend member's (settings.blend_model) for the main model's rows, under main + STAT."""
         st = self.settings
         h = len(panel.dates) - panel.n_hist
         out: dict[str, np.ndarray] = {}
@@ -757,6 +804,14 @@ class DemandForecaster:
             members = pred[[c for c in pred.columns if c.startswith("lgbm")]].to_numpy(dtype=np.float64)
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(members.mean(axis=1), 0)
             out[st.model_name] = arr * _future_mult(panel)
+            if blend_member:  # on the same de-priced history as LightGBM's lags, re-priced the same way
+                sf_hist, _ = p.long("hist", keep_last=SF_HISTORY_DAYS)
+                bp = _statsforecast(sf_hist[["unique_id", "ds", "y"]], h, [st.blend_model])
+                bi = ((bp["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
+                stat = np.full_like(arr, np.nan)
+                stat[sub[bp["unique_id"].to_numpy().astype(int)], bi.astype(int)] = \
+                    np.maximum(bp[st.blend_model].to_numpy(), 0)
+                out[st.model_name + STAT] = stat * _future_mult(panel)
         names = [FALLBACK_MODEL] if self.fcst is None else []
         if st.use_intermittent_models:
             names += list(INTERMITTENT_MODELS)
@@ -794,7 +849,8 @@ class DemandForecaster:
             code = _series_codes(pp, act)
             planned[code[code >= 0]] = pp["price"].to_numpy(dtype=np.float64)[code >= 0]
         # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
-        uses_sf = self.fcst is None or self.intermittent_model != st.model_name
+        blend = getattr(self, "blend_weight", 0.0) > 0 and self.fcst is not None
+        uses_sf = self.fcst is None or self.intermittent_model != st.model_name or blend
         lookback = max(_lookback(st), SF_HISTORY_DAYS) if uses_sf else _lookback(st)
         panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta,
                              elasticity=self._elasticity_of(act), planned_price=planned)
@@ -806,9 +862,13 @@ class DemandForecaster:
         model = np.full(N, NEW_SERIES_MODEL, dtype=object)
         main = st.model_name if self.fcst is not None else FALLBACK_MODEL
         use_inter = inter & (self.intermittent_model != main)
-        means = self._predict_means(panel, est & ~use_inter, which=[main])
+        means = self._predict_means(panel, est & ~use_inter, which=[main], blend_member=blend)
+        mu_point = None  # the main model's own mean where it is blended: p50 is its median
         if main in means:
             m = est & ~use_inter
+            if main + STAT in means:
+                mu_point = np.where(m[:, None], np.maximum(means[main], 0), np.nan)
+                means[main] = _blend(means[main], means.pop(main + STAT), self.blend_weight)
             mu[m], model[m] = means[main][m], main
         if use_inter.any():
             means = self._predict_means(panel, use_inter, which=[self.intermittent_model])
@@ -833,11 +893,17 @@ class DemandForecaster:
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        med = nb_median(mu.ravel(), phi.ravel())
+        mp = mu if mu_point is None else np.where(np.isnan(mu_point), mu, mu_point)
+        php = phi
+        if mu_point is not None:
+            php = phi.copy()
+            m = model == main
+            php[m] = default(mp[m])
+        med = nb_median(mp.ravel(), php.ravel())
         for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level per model
             point = np.repeat(model == name, h)
             if level != 0.5 and point.any():
-                med[point] = nb_median(mu.ravel()[point], phi.ravel()[point], level)
+                med[point] = nb_median(mp.ravel()[point], php.ravel()[point], level)
         q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
         out = pd.DataFrame({
             "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
@@ -851,6 +917,11 @@ class DemandForecaster:
         out["model"] = np.repeat(model, h)
         cols = [c for c in out.columns if c not in ("model",)] + ["model"]
         return out[cols].astype({"sku_id": object, "location_id": object, "model": object})
+
+
+def _blend(raw: np.ndarray, stat: np.ndarray, w: float) -> np.ndarray:
+    """(1 - w) * raw + w * stat where the member has a forecast, raw elsewhere."""
+    return raw if w <= 0 else np.where(np.isnan(stat), raw, (1 - w) * raw + w * stat)
 
 
 def _future_mult(panel: Panel) -> np.ndarray | float:
