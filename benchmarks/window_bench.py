@@ -64,7 +64,10 @@ def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd
         bf = bt._baseline_forecasts(t, cut, series, HORIZON_DAYS, ("CrostonSBA",))[0]
         return bf.merge(bt.series_scales(t, cut, series), on=["sku_id", "location_id"], how="left")
     cro = _cached(os.path.join(CACHE, f"cro_{name}_{cut:%Y%m%d}.pkl"), croston)
-    return base.merge(cro, on=["sku_id", "location_id", "target_date"])
+    ses = _cached(os.path.join(CACHE, f"ses_{name}_{cut:%Y%m%d}.pkl"),
+                  lambda: bt._baseline_forecasts(t, cut, series, HORIZON_DAYS, ("SeasonalES",))[0])
+    return base.merge(cro, on=["sku_id", "location_id", "target_date"]).merge(
+        ses, on=["sku_id", "location_id", "target_date"])
 
 
 def run(name: str, which: str, settings: ForecastSettings) -> dict:
@@ -87,7 +90,7 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
     m["in_stock"] = True
     m["StatEnsemble"] = bt.stat_ensemble(m)
     out = {"engine": bt._scores(m, "p50", "p10", "p90", mean="mean") | {"cpu_seconds": round(cpu, 1)}}
-    for b in ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"):
+    for b in ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble", "SeasonalES"):
         out[b] = bt._scores(m, b, None, None)
     e = out["engine"]
     bd = min(out[b]["wape_daily"] for b in out if b != "engine")

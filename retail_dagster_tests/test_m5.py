@@ -139,7 +139,7 @@ def test_engine_and_backtest_run_on_m5(m5_long_dir, capsys):
     result = backtest_main(m5=m5_long_dir, cutoffs=1)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["engine"]["wape_daily"] == result["engine"]["wape_daily"]
-    assert set(result["baselines"]) == {"SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble"}
+    assert set(result["baselines"]) == {"SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble", "SeasonalES"}
     assert result["engine"]["n"] > 0
     assert 0 < result["engine"]["cpu_seconds"] and "s CPU" in format_backtest(result)
     for r in [result["engine"], *result["baselines"].values()]:  # the JSON keeps its keys and adds the scaled errors
