@@ -30,9 +30,9 @@ ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall 
 OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
                   "model"]
 NEW_SERIES_MODEL = "new_series_profile"
-# statistical models that may be averaged into LightGBM's mean (ForecastSettings.blend_model)
 STAT = "@stat"  # suffix of the blend member's mean in _predict_means' output
 RAW = "@raw"  # suffix of LightGBM's own (unblended) mean
+# statistical models that may be averaged into LightGBM's mean (ForecastSettings.blend_model): name -> (class, kwargs)
 STAT_BLEND_MODELS = {
     "sses": ("SeasonalExponentialSmoothingOptimized", {"season_length": 7}),
     "ses": ("SimpleExponentialSmoothingOptimized", {}),
