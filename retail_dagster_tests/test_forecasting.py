@@ -362,3 +362,17 @@ def test_blend_weight_is_chosen_on_the_holdout_totals(demo_tables, plan_date):
     errs = {float(k): v for k, v in model.info["blend"]["holdout_total_abs_error"].items()}
     assert set(errs) == {0.0, 0.5, 1.0} and len(set(errs.values())) == 3
     assert model.blend_weight == min(errs, key=lambda w: (errs[w], w))
+
+
+def test_the_demand_agent_switches_the_blend_on_and_off():
+    """The resource's blend_weight reaches the engine; 0 keeps the default settings' fingerprint (cached models and
+    pinned decisions stay valid); a weight outside 0..1 is refused before any run."""
+    from pydantic import ValidationError
+
+    from retail_dagster.agents.demand import DemandSensingAgent
+
+    assert DemandSensingAgent().settings().fingerprint() == ForecastSettings().fingerprint()
+    on = DemandSensingAgent(blend_weight=0.3).settings()
+    assert on.blend_weights == (0.3,) and on.fingerprint() != ForecastSettings().fingerprint()
+    with pytest.raises(ValidationError, match="blend_weight"):
+        DemandSensingAgent(blend_weight=1.5)

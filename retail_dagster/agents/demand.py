@@ -147,6 +147,10 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
     train_window_days: int = Field(default=ForecastSettings.train_window_days,
                                    description="days of history each model is trained on")
     objective: str = Field(default=ForecastSettings.objective, description="LightGBM objective: tweedie or poisson")
+    blend_weight: float = Field(default=0.0, ge=0.0, le=1.0,
+                                description="forecast combination: weight of seasonal exponential smoothing in the "
+                                            "mean (0 = off; 0.3 helped 14-day totals on M5, hurt them on data with "
+                                            "promotions: see the README)")
     spike_factor: float = Field(default=3.0, description="spike guard: p50 above this x the history max warns")
     cap_outliers: bool = Field(default=True, description="cap implausible sales days (per-series rolling "
                                                          "median/MAD) before training; off only to study raw data")
@@ -166,7 +170,7 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
 
     def settings(self) -> ForecastSettings:
         return ForecastSettings(retrain_every_days=self.retrain_every_days, train_window_days=self.train_window_days,
-                                objective=self.objective)
+                                objective=self.objective, blend_weights=(float(self.blend_weight),))
 
     def cache_dir_for(self, source_identity: str, data_fingerprint: str = "") -> str:
         # a model depends on the data it was trained on: keyed by the content of its training window (any source
