@@ -345,6 +345,14 @@ def test_blend_with_a_statistical_model_sets_the_mean_and_keeps_lightgbms_median
     assert (member[main] >= -1e-9).all() and not np.allclose(member[main], a["mean"].to_numpy()[main])
     np.testing.assert_allclose(b["mean"].to_numpy()[~main], a["mean"].to_numpy()[~main])
     assert (b["p10"] <= b["p50"]).all() and (b["p50"] <= b["p90"]).all()
+    # p50: the median around LightGBM's own mean (the blend-off forecast's), at the blended model's dispersion
+    from retail_dagster.core.forecasting import nb_median
+
+    own = a["mean"].to_numpy()[main]
+    level = on.point_level.get(SETTINGS.model_name, 0.5)
+    expect = nb_median(own, on.dispersion[SETTINGS.model_name](own), level)
+    np.testing.assert_array_equal(b["p50"].to_numpy()[main],
+                                  np.clip(expect, b["p10"].to_numpy()[main], b["p90"].to_numpy()[main]))
     # a 10% lower planned price raises the blended mean on every main-model series, as it does LightGBM's
     cur = inputs.sales.sort_values("date").drop_duplicates(["sku_id", "location_id"], keep="last")
     cheap = b.merge(cur[["sku_id", "location_id", "price"]].assign(price=lambda f: f["price"] * 0.9),

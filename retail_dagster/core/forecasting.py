@@ -30,13 +30,10 @@ ANCHOR_ORIGIN = pd.Timestamp("2000-01-03")  # a Monday: retraining anchors fall 
 OUTPUT_COLUMNS = ["sku_id", "location_id", "target_date", "horizon_day", "mean", "p05", "p10", "p50", "p90", "p95",
                   "model"]
 NEW_SERIES_MODEL = "new_series_profile"
-STAT = "@stat"  # suffix of the blend member's mean in _predict_means' output
-RAW = "@raw"  # suffix of LightGBM's own (unblended) mean
+RAW = "@raw"  # suffix of LightGBM's own (unblended) mean in the calibration's means
 # statistical models that may be averaged into LightGBM's mean (ForecastSettings.blend_model): name -> (class, kwargs)
 STAT_BLEND_MODELS = {
     "sses": ("SeasonalExponentialSmoothingOptimized", {"season_length": 7}),
-    "ses": ("SimpleExponentialSmoothingOptimized", {}),
-    "autoets": ("AutoETS", {"season_length": 7}),
 }
 FALLBACK_MODEL = "seasonal_window_average"
 # statsforecast intermittent models: output name -> (class name, kwargs)
@@ -497,11 +494,8 @@ def _statsforecast(history: pd.DataFrame, h: int, names: list[str]) -> pd.DataFr
     for name in names:
         if name == FALLBACK_MODEL:
             models.append(sfm.SeasonalWindowAverage(season_length=7, window_size=4, alias=name))
-        elif name in STAT_BLEND_MODELS:
-            cls, kw = STAT_BLEND_MODELS[name]
-            models.append(getattr(sfm, cls)(**kw, alias=name))
         else:
-            cls, kw = INTERMITTENT_MODELS[name]
+            cls, kw = {**INTERMITTENT_MODELS, **STAT_BLEND_MODELS}[name]
             models.append(getattr(sfm, cls)(**kw, alias=name))
     sf = StatsForecast(models=models, freq="D", n_jobs=1)
     out = sf.forecast(df=history, h=h)
@@ -748,7 +742,7 @@ class DemandForecaster:
         main + RAW)."""
         st = self.settings
         main = st.model_name
-        stat = means.pop(main + STAT, None)
+        stat = means.pop(st.blend_model, None)
         if stat is None or main not in means:
             return
         raw = means[main]
@@ -778,7 +772,8 @@ class DemandForecaster:
     def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None,
                        blend_member: bool = False) -> dict[str, np.ndarray]:
         """(N, h) mean forecasts per model name for panel rows in `rows` (NaN elsewhere). `blend_member`: also the
-        blend member's (settings.blend_model) for the main model's rows, under main + STAT."""
+        blend member's (settings.blend_model), on the same de-priced history as LightGBM's lags, re-priced the same
+        way."""
         st = self.settings
         h = len(panel.dates) - panel.n_hist
         out: dict[str, np.ndarray] = {}
@@ -804,19 +799,13 @@ class DemandForecaster:
             members = pred[[c for c in pred.columns if c.startswith("lgbm")]].to_numpy(dtype=np.float64)
             arr[sub[pred["unique_id"].to_numpy()], ti.astype(int)] = np.maximum(members.mean(axis=1), 0)
             out[st.model_name] = arr * _future_mult(panel)
-            if blend_member:  # on the same de-priced history as LightGBM's lags, re-priced the same way
-                sf_hist, _ = p.long("hist", keep_last=SF_HISTORY_DAYS)
-                bp = _statsforecast(sf_hist[["unique_id", "ds", "y"]], h, [st.blend_model])
-                bi = ((bp["ds"].to_numpy() - panel.dates[panel.n_hist].to_datetime64()) // np.timedelta64(1, "D"))
-                stat = np.full_like(arr, np.nan)
-                stat[sub[bp["unique_id"].to_numpy().astype(int)], bi.astype(int)] = \
-                    np.maximum(bp[st.blend_model].to_numpy(), 0)
-                out[st.model_name + STAT] = stat * _future_mult(panel)
         names = [FALLBACK_MODEL] if self.fcst is None else []
         if st.use_intermittent_models:
             names += list(INTERMITTENT_MODELS)
         if which is not None:
             names = [n for n in names if n in which]
+        if blend_member and self.fcst is not None:
+            names.append(st.blend_model)
         if names:
             sf_hist, _ = p.long("hist", keep_last=SF_HISTORY_DAYS)
             pred = _statsforecast(sf_hist[["unique_id", "ds", "y"]], h, names)
@@ -863,12 +852,12 @@ class DemandForecaster:
         main = st.model_name if self.fcst is not None else FALLBACK_MODEL
         use_inter = inter & (self.intermittent_model != main)
         means = self._predict_means(panel, est & ~use_inter, which=[main], blend_member=blend)
-        mu_point = None  # the main model's own mean where it is blended: p50 is its median
+        own = None  # the main model's own mean where it is blended: p50 is its median
         if main in means:
             m = est & ~use_inter
-            if main + STAT in means:
-                mu_point = np.where(m[:, None], np.maximum(means[main], 0), np.nan)
-                means[main] = _blend(means[main], means.pop(main + STAT), self.blend_weight)
+            if st.blend_model in means:
+                own = np.maximum(means[main], 0)
+                means[main] = _blend(means[main], means.pop(st.blend_model), self.blend_weight)
             mu[m], model[m] = means[main][m], main
         if use_inter.any():
             means = self._predict_means(panel, use_inter, which=[self.intermittent_model])
@@ -893,11 +882,11 @@ class DemandForecaster:
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        mp = mu if mu_point is None else np.where(np.isnan(mu_point), mu, mu_point)
-        php = phi
-        if mu_point is not None:
-            php = phi.copy()
+        mp, php = mu, phi
+        if own is not None:  # the main model's rows: LightGBM's own mean, with the main dispersion
             m = model == main
+            mp, php = mu.copy(), phi.copy()
+            mp[m] = own[m]
             php[m] = default(mp[m])
         med = nb_median(mp.ravel(), php.ravel())
         for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level per model
