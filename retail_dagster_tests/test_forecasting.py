@@ -333,7 +333,8 @@ def test_blend_with_a_statistical_model_sets_the_mean_and_keeps_lightgbms_median
     only through the dispersion fitted on the blend), inside the p10-p90 band. The LightGBM model is the same."""
     inputs = forecast_inputs(demo_tables, plan_date, "grocery")
     train = forecast_inputs(demo_tables, anchor_date(plan_date), "grocery")
-    plain = ForecastSettings(**{**SETTINGS.__dict__, "use_intermittent_models": False})  # one model for every series
+    # one model for every series, no level model (it rescales the blend's totals)
+    plain = ForecastSettings(**{**SETTINGS.__dict__, "use_intermittent_models": False, "level_weight": 0.0})
     off = train_forecaster(train, plain)
     on = train_forecaster(train, ForecastSettings(**{**plain.__dict__, "blend_weights": (0.3,)}))
     assert off.blend_weight == 0.0 and on.blend_weight == 0.3 and on.info["blend"]["model"] == "sses"
@@ -384,3 +385,50 @@ def test_the_demand_agent_switches_the_blend_on_and_off():
     assert on.blend_weights == (0.3,) and on.fingerprint() != ForecastSettings().fingerprint()
     with pytest.raises(ValidationError, match="blend_weight"):
         DemandSensingAgent(blend_weight=1.5)
+
+
+def test_level_features_read_only_the_days_before_the_origin(demo_tables, plan_date):
+    """The level model's row at origin o sees demand before o only: rewriting the days from o on (what it predicts)
+    changes no feature; rewriting the day before o does."""
+    from retail_dagster.core import forecasting as fc
+
+    inputs = forecast_inputs(demo_tables, plan_date, "grocery")
+    series = fc.DemandForecaster._history_series(inputs, plan_date)
+    meta = fc._feature_meta(inputs, SETTINGS, plan_date)
+    panel = fc._build_panel(inputs, series, plan_date, plan_date - pd.Timedelta(days=200), 14, meta)
+    o0 = panel.n_hist - 30
+    r, o = np.arange(len(series)), np.full(len(series), o0)
+    before = fc._level_features(panel, r, o, 14)
+    assert len(before) == len(series) and before["mean_7"].notna().all() and (before["mean_112"] >= 0).all()
+    panel.y_feat[:, o0:] += 1000.0
+    pd.testing.assert_frame_equal(before, fc._level_features(panel, r, o, 14))
+    panel.y_feat[:, o0 - 1] += 7.0
+    np.testing.assert_allclose(fc._level_features(panel, r, o, 14)["mean_7"] - before["mean_7"], 1.0, rtol=1e-6)
+
+
+def test_apply_level_moves_each_total_part_way_and_keeps_the_daily_shape():
+    from retail_dagster.core.forecasting import _apply_level
+
+    mu = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [1.0, 1.0, 2.0]])
+    level = np.array([12.0, 5.0, np.nan, 0.0])
+    np.testing.assert_array_equal(_apply_level(mu, level, 0.0), mu)
+    out = _apply_level(mu, level, 0.5)
+    np.testing.assert_allclose(out.sum(axis=1), [9.0, 0.0, 6.0, 2.0])  # halfway; zero and unknown totals kept
+    np.testing.assert_allclose(out[0] / out[0].sum(), mu[0] / mu[0].sum())
+    np.testing.assert_allclose(_apply_level(mu, level, 1.0)[0].sum(), 12.0)
+
+
+def test_level_model_trains_and_serves(demo_tables, plan_date):
+    """On by default: trained on origins before the calibration cut (for the calibration) and again through the
+    anchor; its totals pull the daily model's totals half-way; level_weight 0 is the engine without it."""
+    inputs = forecast_inputs(demo_tables, plan_date, "grocery")
+    train = forecast_inputs(demo_tables, anchor_date(plan_date), "grocery")
+    on = train_forecaster(train, SETTINGS)
+    off = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, "level_weight": 0.0}))
+    assert on.level is not None and off.level is None
+    assert on.info["level_model"]["rows"] > 1000 and on.info["level_model"]["weight"] == 0.5
+    a, b = off.predict(inputs), on.predict(inputs)
+    key = ["sku_id", "location_id"]
+    ta, tb = a.groupby(key)["mean"].sum(), b.groupby(key)["mean"].sum()
+    assert np.isfinite(tb).all() and (tb >= 0).all() and not np.allclose(ta, tb)
+    assert 0.7 < tb.sum() / ta.sum() < 1.3  # a level, not a different world
