@@ -1,6 +1,8 @@
 """Demand-sensing forecast engine: a global LightGBM (mlforecast, Tweedie) per SKU group with calendar, price,
 promotion, event, weather and traffic features, statsforecast models for intermittent series and fallbacks, a
-category x location profile for new series, and negative-binomial quantiles calibrated on a recent holdout.
+category x location profile for new series, and negative-binomial quantiles calibrated on a recent holdout. A
+second LightGBM, the level model, predicts each series' mean over the next 14 days directly; each series' 14-day
+total moves half-way to it (level_weight), the daily shape staying the daily model's.
 
 Dagster-free: `forecast_for_date(tables, date, sku_group, settings, cache_dir)` is what the asset calls. A model
 for anchor A sees only data < A: LightGBM is fitted on days < A - calibration_days, the last calibration_days
