@@ -188,10 +188,16 @@ def _series_codes(frame: pd.DataFrame, series: pd.DataFrame) -> np.ndarray:
     return pair_positions(frame["sku_id"].to_numpy(), frame["location_id"].to_numpy(), idx)
 
 
+def _cumsum0(a: np.ndarray) -> np.ndarray:
+    """Cumulative sum along the days with a leading 0 column: window sums are c[:, b] - c[:, a]."""
+    c = np.zeros((a.shape[0], a.shape[1] + 1))
+    np.cumsum(a, axis=1, out=c[:, 1:])
+    return c
+
+
 def _rolling_sum(a: np.ndarray, window: int) -> np.ndarray:
     """Sum over the `window` previous columns (t-window..t-1), per row."""
-    c = np.zeros((a.shape[0], a.shape[1] + 1), dtype=np.float64)
-    np.cumsum(a, axis=1, out=c[:, 1:])
+    c = _cumsum0(a)
     t = np.arange(a.shape[1])
     return c[:, t] - c[:, np.maximum(t - window, 0)]
 
@@ -694,9 +700,8 @@ class DemandForecaster:
         y = (c[r, o + H] - c[r, o]) / H
         if len(r) < 500 or y.sum() <= 0:
             return None
-        params = dict(LEVEL_PARAMS)
         model = lgb.LGBMRegressor(objective="tweedie", random_state=st.seed, deterministic=True, force_row_wise=True,
-                                  n_jobs=st.threads(), verbose=-1, **params)
+                                  n_jobs=st.threads(), verbose=-1, **LEVEL_PARAMS)
         model.fit(_level_features(panel, r, o, H), y)
         self.info["level_model"] = {"rows": int(len(r)), "origins": int(len(origins)), "weight": st.level_weight}
         return model
@@ -926,7 +931,7 @@ class DemandForecaster:
             if self.intermittent_model in means:
                 mu[use_inter] = means[self.intermittent_model][use_inter]
                 model[use_inter] = self.intermittent_model
-        if getattr(self, "level", None) is not None:
+        if self.level is not None:
             level = self._predict_level(panel, est)
             mu = _apply_level(mu, level, st.level_weight)
             if own is not None:
@@ -985,13 +990,6 @@ LEVEL_PARAMS = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 31, "m
                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "max_bin": 127}
 
 
-def _cumsum0(a: np.ndarray) -> np.ndarray:
-    """Cumulative sum along the days with a leading 0 column: window sums are c[:, b] - c[:, a]."""
-    c = np.zeros((a.shape[0], a.shape[1] + 1))
-    np.cumsum(a, axis=1, out=c[:, 1:])
-    return c
-
-
 def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, H: int) -> pd.DataFrame:
     """Features of the level model for series rows `r` at origin columns `o` (the first forecast day): trailing
     means of the (de-priced, imputed) demand before o over LEVEL_WINDOWS (from the series' first day when shorter),
@@ -1024,8 +1022,8 @@ def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, H: int) -> pd.Da
 def _apply_level(mu: np.ndarray, level: np.ndarray, weight: float) -> np.ndarray:
     """Scale each series' (row's) days so its total moves `weight` of the way to the level model's total; rows
     without a level total (NaN) or a zero total keep theirs."""
-    tot = np.nansum(mu, axis=1)
-    ok = np.isfinite(level) & (tot > 0) & ~np.isnan(mu).all(axis=1)
+    tot = np.nansum(mu, axis=1)  # 0 for a row of NaN
+    ok = np.isfinite(level) & (tot > 0)
     f = np.ones(len(mu))
     f[ok] = ((1 - weight) * tot[ok] + weight * level[ok]) / tot[ok]
     return mu * f[:, None]
