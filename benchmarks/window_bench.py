@@ -90,7 +90,7 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
     m["in_stock"] = True
     m["StatEnsemble"] = bt.stat_ensemble(m)
     out = {"engine": bt._scores(m, "p50", "p10", "p90", mean="mean") | {"cpu_seconds": round(cpu, 1)}}
-    for b in ("SeasonalNaive", "WindowAverage", "AutoETS", "StatEnsemble", "SeasonalES"):
+    for b in bt.BASELINES:
         out[b] = bt._scores(m, b, None, None)
     e = out["engine"]
     bd = min(out[b]["wape_daily"] for b in out if b != "engine")
