@@ -398,12 +398,21 @@ def test_level_features_read_only_the_days_before_the_origin(demo_tables, plan_d
     panel = fc._build_panel(inputs, series, plan_date, plan_date - pd.Timedelta(days=200), 14, meta)
     o0 = panel.n_hist - 30
     r, o = np.arange(len(series)), np.full(len(series), o0)
-    before = fc._level_features(panel, r, o, 14)
+    before = fc._level_features(panel, r, o, 0, 14)
     assert len(before) == len(series) and before["mean_7"].notna().all() and (before["mean_112"] >= 0).all()
     panel.y_feat[:, o0:] += 1000.0
-    pd.testing.assert_frame_equal(before, fc._level_features(panel, r, o, 14))
+    pd.testing.assert_frame_equal(before, fc._level_features(panel, r, o, 0, 14))
     panel.y_feat[:, o0 - 1] += 7.0
-    np.testing.assert_allclose(fc._level_features(panel, r, o, 14)["mean_7"] - before["mean_7"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(fc._level_features(panel, r, o, 0, 14)["mean_7"] - before["mean_7"], 1.0, rtol=1e-6)
+    # a part of the horizon (week 2): the same history, the known-ahead features over its own days only
+    whole, week2 = fc._level_features(panel, r, o, 0, 14), fc._level_features(panel, r, o, 7, 14)
+    pd.testing.assert_series_equal(week2["mean_28"], whole["mean_28"])
+    assert (week2["part_start"] == 7).all() and (whole["part_start"] == 0).all()
+    temp = panel.exog["temperature_c"]
+    np.testing.assert_allclose(week2["next_temperature_c"], np.nanmean(temp[:, o0 + 7:o0 + 14], axis=1), rtol=1e-5)
+    temp[:, o0:o0 + 7] += 30.0
+    pd.testing.assert_series_equal(fc._level_features(panel, r, o, 7, 14)["next_temperature_c"],
+                                   week2["next_temperature_c"])
 
 
 def test_apply_level_moves_each_total_part_way_and_keeps_the_daily_shape():
@@ -416,6 +425,11 @@ def test_apply_level_moves_each_total_part_way_and_keeps_the_daily_shape():
     np.testing.assert_allclose(out.sum(axis=1), [9.0, 0.0, 6.0, 2.0])  # halfway; zero and unknown totals kept
     np.testing.assert_allclose(out[0] / out[0].sum(), mu[0] / mu[0].sum())
     np.testing.assert_allclose(_apply_level(mu, level, 1.0)[0].sum(), 12.0)
+    # cut in parts: each part's total moves on its own, each part keeps its shape
+    parts = _apply_level(mu, np.array([[3.0, 9.0], [1.0, 1.0], [np.nan, 4.0], [0.0, 0.0]]), 0.5, (1,))
+    np.testing.assert_allclose(parts[:, 0], [2.0, 0.0, 2.0, 0.5])
+    np.testing.assert_allclose(parts[:, 1:].sum(axis=1), [7.0, 0.0, 4.0, 1.5])
+    np.testing.assert_allclose(parts[0, 1:] / parts[0, 1:].sum(), mu[0, 1:] / mu[0, 1:].sum())
 
 
 def test_level_model_trains_and_serves(demo_tables, plan_date):
@@ -432,3 +446,56 @@ def test_level_model_trains_and_serves(demo_tables, plan_date):
     ta, tb = a.groupby(key)["mean"].sum(), b.groupby(key)["mean"].sum()
     assert np.isfinite(tb).all() and (tb >= 0).all() and not np.allclose(ta, tb)
     assert 0.7 < tb.sum() / ta.sum() < 1.3  # a level, not a different world
+
+
+def test_closed_days_are_store_days_that_sold_nothing_in_a_busy_store():
+    from retail_dagster.core.forecasting import _closed_days
+
+    rng = np.random.default_rng(3)
+    y = np.zeros((6, 40))
+    y[:3] = rng.poisson(10.0, size=(3, 40))  # store A: about 30 units a day
+    y[3:] = rng.poisson(0.3, size=(3, 40))  # store B: about one a day, so a day without sales is no closure
+    loc = np.array(["A", "A", "A", "B", "B", "B"])
+    y[3:, :5] = 0.0  # B before its first sale
+    y[:3, 20] = 0.0  # A closed
+    y[0, 30] = 0.0  # one series without sales: not a closure
+    y[:3, 38:] = 0.0  # A after its last sale: not closures either (the store stopped trading, or no data)
+    closed = _closed_days(y, loc)
+    assert closed.shape == y.shape
+    assert closed[:3, 20].all() and closed.sum() == 3
+    y[:3, 21] = np.nan  # unobserved counts as nothing sold
+    assert _closed_days(y, loc)[:3, 21].all()
+
+
+def test_annual_closures_zero_the_forecast_of_a_day_the_store_was_closed_a_year_before(demo_tables, plan_date):
+    """Stores closed on a day of a past year (Christmas) are expected closed on it again: every series of that
+    store gets a forecast of 0 that day (mean and quantiles); other days and stores keep theirs. The closed day is
+    censored in the history, not learned as demand."""
+    from retail_dagster.core import forecasting as fc
+
+    target = plan_date + pd.Timedelta(days=3)
+    last_year = target - pd.DateOffset(years=1)
+    store = sorted(demo_tables["locations"].query("kind == 'store'")["location_id"])[0]
+    tables = dict(demo_tables)
+    s = tables["sales"].copy()
+    s.loc[(s["location_id"] == store) & (s["date"] == last_year), "units"] = 0
+    tables["sales"] = s
+    inputs = forecast_inputs(tables, plan_date, "grocery")
+    series = fc.DemandForecaster._history_series(inputs, plan_date)
+
+    def censored(i):
+        return fc._build_panel(i, series, plan_date, plan_date - pd.Timedelta(days=400), 14,
+                               fc._feature_meta(i, SETTINGS, plan_date)).censored
+    new, old = censored(inputs), censored(forecast_inputs(demo_tables, plan_date, "grocery"))
+    col = (last_year - (plan_date - pd.Timedelta(days=400))).days
+    at = (series["location_id"] == store).to_numpy()
+    assert new[at, col].all() and not old[at, col].all()  # the closed day is censored (stockouts aside) ...
+    changed = new != old
+    changed[at, col] = False
+    assert not changed.any()  # ... and nothing else is
+    out = train_forecaster(forecast_inputs(tables, anchor_date(plan_date), "grocery"), SETTINGS).predict(inputs)
+    day = out[out["target_date"] == target]
+    there = day["location_id"] == store
+    assert there.any() and (day.loc[there, ["mean", "p50", "p90", "p95"]] == 0).all().all()
+    assert (day.loc[~there, "mean"] > 0).mean() > 0.9
+    assert (out.loc[(out["location_id"] == store) & (out["target_date"] != target), "mean"] > 0).mean() > 0.9

@@ -1,13 +1,15 @@
 """Demand-sensing forecast engine: a global LightGBM (mlforecast, Tweedie) per SKU group with calendar, price,
 promotion, event, weather and traffic features, statsforecast models for intermittent series and fallbacks, a
 category x location profile for new series, and negative-binomial quantiles calibrated on a recent holdout. A
-second LightGBM, the level model, predicts each series' mean over the next 14 days directly; each series' 14-day
-total moves half-way to it (level_weight), the daily shape staying the daily model's.
+second LightGBM, the level model, predicts each series' mean over each week of the next 14 days directly; each
+series' weekly totals move half-way to it (level_weight, level_splits), the daily shape staying the daily model's.
 
 Dagster-free: `forecast_for_date(tables, date, sku_group, settings, cache_dir)` is what the asset calls. A model
 for anchor A sees only data < A: LightGBM is fitted on days < A - calibration_days, the last calibration_days
 before A are its out-of-sample holdout (dispersion of the quantiles, choice of the intermittent-segment model).
-Stocked-out days (end-of-day on hand 0) are censored: dropped from the training targets, imputed in the lags.
+Stocked-out days (end-of-day on hand 0) are censored: dropped from the training targets, imputed in the lags. So
+are the days a store was closed (it sold next to nothing: M5's Christmas), and a store closed on a day of a past
+year is expected closed on it again (a forecast of 0).
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class ForecastSettings:
     # Each series' horizon total is moved this share of the way from the daily model's total to the level model's;
     # the daily shape stays the daily model's. 0: off
     level_weight: float = 0.5
+    # ... per part of the horizon cut at these days (7: week 1 and week 2, each its own target; (): the whole horizon)
+    level_splits: tuple[int, ...] = (7,)
     level_origin_step: int = 3  # training origins every N days (more rows cost time, not accuracy)
     seed: int = 7
     # LightGBM threads; 0: the run's share of the cores (OMP_NUM_THREADS), else 1, which is robust on a shared box
@@ -202,6 +206,46 @@ def _rolling_sum(a: np.ndarray, window: int) -> np.ndarray:
     return c[:, t] - c[:, np.maximum(t - window, 0)]
 
 
+CLOSED_SHARE, CLOSED_MIN_DAILY = 0.05, 20.0
+
+
+def _closed_days(y: np.ndarray, location: np.ndarray) -> np.ndarray:
+    """(N, days) bool: the series' store was closed that day (e.g. M5's Christmas): its series sold, together, under
+    CLOSED_SHARE of the store's median daily total over the days of `y`, a median of at least CLOSED_MIN_DAILY units
+    (a quiet day of a small store is not a closure). NaN (unobserved) counts as 0. A closed day says nothing about
+    demand: the history censors it like a stocked-out day, calibration leaves it out. Days before the store's first
+    sale or after its last are not closures."""
+    if not y.size:
+        return np.zeros(y.shape, dtype=bool)
+    codes, stores = pd.factorize(location)
+    tot = np.zeros((len(stores), y.shape[1]))
+    np.add.at(tot, codes, np.nan_to_num(y))
+    sold = tot > 0
+    trading = (np.cumsum(sold, axis=1) > 0) & (np.cumsum(sold[:, ::-1], axis=1)[:, ::-1] > 0)  # first..last sale
+    med = np.array([[np.median(t[k]) if k.any() else 0.0] for t, k in zip(tot, trading)])
+    return ((tot < CLOSED_SHARE * med) & (med >= CLOSED_MIN_DAILY) & trading)[codes]
+
+
+def _annual_closures(inputs: PlanningInputs, series: pd.DataFrame, dates: pd.DatetimeIndex) -> np.ndarray:
+    """(N, len(dates)) bool: the series' store is expected closed that day: it was closed (_closed_days) on the same
+    month and day of a past year (Christmas, say). Read from the sales before inputs.date only."""
+    out = np.zeros((len(series), len(dates)), dtype=bool)
+    s = inputs.sales
+    s = s.loc[(s["date"] < inputs.date).to_numpy() & s["location_id"].isin(series["location_id"]).to_numpy(),
+              ["location_id", "date", "units"]]
+    if not len(s):
+        return out
+    tot = s.groupby(["location_id", "date"])["units"].sum().unstack(0).fillna(0.0)
+    tot = tot.reindex(pd.date_range(tot.index.min(), tot.index.max(), freq="D"), fill_value=0.0)
+    closed = _closed_days(tot.to_numpy().T, tot.columns.to_numpy())
+    md = tot.index.month * 100 + tot.index.day
+    fut = dates.month * 100 + dates.day
+    per_store = np.stack([np.isin(fut, md[c]) for c in closed]) if len(closed) else np.zeros((0, len(dates)), bool)
+    rows = tot.columns.get_indexer(series["location_id"])
+    out[rows >= 0] = per_store[rows[rows >= 0]]
+    return out
+
+
 @dataclass
 class Panel:
     """Dense arrays for N series over history days [start, asof) and future days [asof, asof+h)."""
@@ -303,6 +347,7 @@ def _build_panel(inputs: ForecastInputs, series: pd.DataFrame, asof: pd.Timestam
         it = ((iw["date"].to_numpy()[k] - start.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
         censored[ic[k], it] = iw["on_hand"].to_numpy()[k] <= 0
     censored &= np.arange(n_hist)[None, :] >= first_t[:, None]
+    censored |= _closed_days(y, series["location_id"].to_numpy())
 
     # impute censored days for the lag features: the series' mean over uncensored days of the previous 4 weeks
     y_feat = y
@@ -696,29 +741,36 @@ class DemandForecaster:
         o = np.tile(origins, len(panel.series))
         keep = o - panel.first_t[r] >= st.min_history_days
         r, o = r[keep], o[keep]
+        if len(r) < 500:
+            return None
         c = _cumsum0(panel.y_feat)
-        y = (c[r, o + H] - c[r, o]) / H
-        if len(r) < 500 or y.sum() <= 0:
+        parts = _level_parts(H, st.level_splits)
+        y = np.concatenate([(c[r, o + b] - c[r, o + a]) / (b - a) for a, b in parts])
+        if y.sum() <= 0:
             return None
         model = lgb.LGBMRegressor(objective="tweedie", random_state=st.seed, deterministic=True, force_row_wise=True,
                                   n_jobs=st.threads(), verbose=-1, **LEVEL_PARAMS)
-        model.fit(_level_features(panel, r, o, H), y)
-        self.info["level_model"] = {"rows": int(len(r)), "origins": int(len(origins)), "weight": st.level_weight}
+        model.fit(pd.concat([_level_features(panel, r, o, a, b) for a, b in parts], ignore_index=True), y)
+        self.info["level_model"] = {"rows": int(len(y)), "origins": int(len(origins)), "parts": len(parts),
+                                    "weight": st.level_weight}
         return model
 
     def _predict_level(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
-        """(N,) each series' total over the panel's future days by the level model (re-priced like the daily
-        model's), NaN outside `rows`."""
+        """(N, parts) each series' total over each part of the panel's future days (_level_parts) by the level
+        model (re-priced like the daily model's), NaN outside `rows`."""
+        st = self.settings
         h = len(panel.dates) - panel.n_hist
-        out = np.full(len(panel.series), np.nan)
+        parts = _level_parts(h, st.level_splits)
+        out = np.full((len(panel.series), len(parts)), np.nan)
         r = np.flatnonzero(rows)
         if not len(r):
             return out
-        self.level.set_params(n_jobs=self.settings.threads())
-        mean = np.maximum(self.level.predict(_level_features(panel, r, np.full(len(r), panel.n_hist),
-                                                             self.settings.horizon_days)), 0.0)
+        self.level.set_params(n_jobs=st.threads())
         mult = np.broadcast_to(_future_mult(panel), (len(panel.series), h))
-        out[r] = mean * mult[r].sum(axis=1)
+        o = np.full(len(r), panel.n_hist)
+        for j, (a, b) in enumerate(parts):
+            mean = np.maximum(self.level.predict(_level_features(panel, r, o, a, b)), 0.0)
+            out[r, j] = mean * mult[r, a:b].sum(axis=1)
         return out
 
     def _elasticity_of(self, series: pd.DataFrame) -> np.ndarray | None:
@@ -764,11 +816,12 @@ class DemandForecaster:
             m = ic >= 0
             it = ((iw["date"].to_numpy()[m] - cut.to_datetime64()) // np.timedelta64(1, "D")).astype(int)
             y[ic[m], it] = np.nan  # stocked-out days say little about demand: leave them out of calibration
+        y[_closed_days(y, ser["location_id"].to_numpy())] = np.nan  # so do the days a store was closed
         self._choose_blend(means, y, est)
         if self.level is not None:
             level = self._predict_level(panel, est)
             for name in list(means):
-                means[name] = _apply_level(means[name], level, st.level_weight)
+                means[name] = _apply_level(means[name], level, st.level_weight, st.level_splits)
         report = {}
         for name, mu in means.items():
             if name.endswith(RAW):
@@ -933,14 +986,18 @@ class DemandForecaster:
                 model[use_inter] = self.intermittent_model
         if self.level is not None:
             level = self._predict_level(panel, est)
-            mu = _apply_level(mu, level, st.level_weight)
+            mu = _apply_level(mu, level, st.level_weight, st.level_splits)
             if own is not None:
-                own = _apply_level(own, level, st.level_weight)
+                own = _apply_level(own, level, st.level_weight, st.level_splits)
         todo = np.isnan(mu).any(axis=1)
         if todo.any():
             mu[todo] = (_profile_forecast(panel, est & ~todo, todo) * _future_mult(panel))[todo]
             model[todo] = NEW_SERIES_MODEL
         mu = np.nan_to_num(np.maximum(mu, 0.0), nan=0.0, posinf=0.0)
+        closed = _annual_closures(inputs, act, panel.dates[panel.n_hist:])
+        mu[closed] = 0.0  # the store's annual closures (and their quantiles, below)
+        if own is not None:
+            own[closed] = 0.0
 
         # quantiles: each model's dispersion; profiles borrow the main model's, widened (their level is a guess)
         phi = np.empty_like(mu)
@@ -966,6 +1023,7 @@ class DemandForecaster:
             if level != 0.5 and point.any():
                 med[point] = nb_median(mp.ravel()[point], php.ravel()[point], level)
         q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
+        q[closed.ravel()] = 0.0
         out = pd.DataFrame({
             "sku_id": np.repeat(act["sku_id"].to_numpy(), h),
             "location_id": np.repeat(act["location_id"].to_numpy(), h),
@@ -990,28 +1048,36 @@ LEVEL_PARAMS = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 31, "m
                 "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "max_bin": 127}
 
 
-def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, H: int) -> pd.DataFrame:
-    """Features of the level model for series rows `r` at origin columns `o` (the first forecast day): trailing
-    means of the (de-priced, imputed) demand before o over LEVEL_WINDOWS (from the series' first day when shorter),
-    the share of zero days in the last 28, the means of every calendar/exogenous feature over [o, o+H) (known in
-    advance: planned discounts, events, weather, traffic index), the origin's calendar and the static features."""
+def _level_parts(h: int, splits: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The parts [a, b) of a horizon of h days cut at `splits` (days inside it): (7,) with 14 days: week 1, week 2."""
+    edges = [0] + sorted({int(d) for d in splits if 0 < d < h}) + [h]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, a: int, b: int) -> pd.DataFrame:
+    """Features of the level model for series rows `r` at origin columns `o` (the first forecast day), target the
+    mean over days [o+a, o+b): trailing means of the (de-priced, imputed) demand before o over LEVEL_WINDOWS (from
+    the series' first day when shorter), the share of zero days in the last 28, the means of every
+    calendar/exogenous feature over [o+a, o+b) (known in advance: planned discounts, events, weather, traffic
+    index), the part's first day `a`, the origin's calendar and the static features."""
     y = panel.y_feat
     c = _cumsum0(y)
     z = _cumsum0((y <= 0).astype(np.float64))
     first = panel.first_t[r]
     f = {}
     for w in LEVEL_WINDOWS:
-        a = np.maximum(o - w, first)
-        f[f"mean_{w}"] = (c[r, o] - c[r, a]) / np.maximum(o - a, 1)
-    a = np.maximum(o - 28, first)
-    f["zero_share_28"] = (z[r, o] - z[r, a]) / np.maximum(o - a, 1)
+        s = np.maximum(o - w, first)
+        f[f"mean_{w}"] = (c[r, o] - c[r, s]) / np.maximum(o - s, 1)
+    s = np.maximum(o - 28, first)
+    f["zero_share_28"] = (z[r, o] - z[r, s]) / np.maximum(o - s, 1)
     T = len(panel.dates)
-    b = np.minimum(o + H, T)
+    lo, hi = np.minimum(o + a, T), np.minimum(o + b, T)
     for k, v in panel.exog.items():
         ok = np.isfinite(v)
         cv, cn = _cumsum0(np.where(ok, v, 0.0)), _cumsum0(ok.astype(np.float64))
-        n = cn[r, b] - cn[r, o]
-        f[f"next_{k}"] = np.where(n > 0, (cv[r, b] - cv[r, o]) / np.maximum(n, 1), np.nan)
+        n = cn[r, hi] - cn[r, lo]
+        f[f"next_{k}"] = np.where(n > 0, (cv[r, hi] - cv[r, lo]) / np.maximum(n, 1), np.nan)
+    f["part_start"] = np.full(len(r), a, dtype=np.int32)
     d = panel.dates[o]
     f["month"], f["day"], f["dayofweek"] = d.month.to_numpy(), d.day.to_numpy(), d.dayofweek.to_numpy()
     for k, v in panel.static.items():
@@ -1019,14 +1085,19 @@ def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, H: int) -> pd.Da
     return pd.DataFrame(f)
 
 
-def _apply_level(mu: np.ndarray, level: np.ndarray, weight: float) -> np.ndarray:
-    """Scale each series' (row's) days so its total moves `weight` of the way to the level model's total; rows
-    without a level total (NaN) or a zero total keep theirs."""
-    tot = np.nansum(mu, axis=1)  # 0 for a row of NaN
-    ok = np.isfinite(level) & (tot > 0)
-    f = np.ones(len(mu))
-    f[ok] = ((1 - weight) * tot[ok] + weight * level[ok]) / tot[ok]
-    return mu * f[:, None]
+def _apply_level(mu: np.ndarray, level: np.ndarray, weight: float, splits: tuple[int, ...] = ()) -> np.ndarray:
+    """Scale each series' (row's) days so that the total of each part of the horizon (_level_parts of `splits`)
+    moves `weight` of the way to the level model's total of that part (`level`: (N, parts), or (N,) for one part);
+    a part without a level total (NaN) or with a zero total keeps its days."""
+    level = level.reshape(len(mu), -1)
+    out = mu.copy()
+    for j, (a, b) in enumerate(_level_parts(mu.shape[1], splits)):
+        tot = np.nansum(mu[:, a:b], axis=1)  # 0 for a row of NaN
+        ok = np.isfinite(level[:, j]) & (tot > 0)
+        f = np.ones(len(mu))
+        f[ok] = ((1 - weight) * tot[ok] + weight * level[ok, j]) / tot[ok]
+        out[:, a:b] *= f[:, None]
+    return out
 
 
 def _future_mult(panel: Panel) -> np.ndarray | float:
