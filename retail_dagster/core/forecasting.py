@@ -228,22 +228,27 @@ def _closed_days(y: np.ndarray, location: np.ndarray) -> np.ndarray:
 
 def _annual_closures(inputs: PlanningInputs, series: pd.DataFrame, dates: pd.DatetimeIndex) -> np.ndarray:
     """(N, len(dates)) bool: the series' store is expected closed that day: it was closed (_closed_days) on the same
-    month and day of a past year (Christmas, say). Read from the sales before inputs.date only."""
+    month and day of a past year (Christmas, say). Read from the sales before inputs.date only: one weighted
+    bincount of the store x day totals (no groupby: this runs at every predict)."""
     out = np.zeros((len(series), len(dates)), dtype=bool)
+    stores = pd.Index(pd.unique(series["location_id"].to_numpy()))
     s = inputs.sales
-    s = s.loc[(s["date"] < inputs.date).to_numpy() & s["location_id"].isin(series["location_id"]).to_numpy(),
-              ["location_id", "date", "units"]]
-    if not len(s):
+    d = s["date"].to_numpy()
+    code = stores.get_indexer(s["location_id"].to_numpy())
+    k = (d < inputs.date.to_datetime64()) & (code >= 0)
+    if not k.any() or not len(dates):
         return out
-    tot = s.groupby(["location_id", "date"])["units"].sum().unstack(0).fillna(0.0)
-    tot = tot.reindex(pd.date_range(tot.index.min(), tot.index.max(), freq="D"), fill_value=0.0)
-    closed = _closed_days(tot.to_numpy().T, tot.columns.to_numpy())
-    md = tot.index.month * 100 + tot.index.day
-    fut = dates.month * 100 + dates.day
-    per_store = np.stack([np.isin(fut, md[c]) for c in closed]) if len(closed) else np.zeros((0, len(dates)), bool)
-    rows = tot.columns.get_indexer(series["location_id"])
-    out[rows >= 0] = per_store[rows[rows >= 0]]
-    return out
+    d, code = d[k], code[k]
+    d0 = d.min()
+    day = ((d - d0) // np.timedelta64(1, "D")).astype(np.int64)
+    n = int(day.max()) + 1
+    tot = np.bincount(code * n + day, weights=s["units"].to_numpy(dtype=np.float64)[k],
+                      minlength=len(stores) * n).reshape(len(stores), n)
+    closed = _closed_days(tot, np.arange(len(stores)))
+    past = pd.DatetimeIndex(d0 + np.arange(n) * np.timedelta64(1, "D"))
+    md, fut = past.month * 100 + past.day, dates.month * 100 + dates.day
+    per_store = np.stack([np.isin(fut, md[c]) for c in closed])
+    return per_store[stores.get_indexer(series["location_id"].to_numpy())]
 
 
 @dataclass
