@@ -499,3 +499,21 @@ def test_annual_closures_zero_the_forecast_of_a_day_the_store_was_closed_a_year_
     assert there.any() and (day.loc[there, ["mean", "p50", "p90", "p95"]] == 0).all().all()
     assert (day.loc[~there, "mean"] > 0).mean() > 0.9
     assert (out.loc[(out["location_id"] == store) & (out["target_date"] != target), "mean"] > 0).mean() > 0.9
+
+
+def test_level_model_rows_are_capped_by_a_sample_of_series_with_every_origin(demo_tables, plan_date):
+    from retail_dagster.core.forecasting import _hash_sample
+
+    train = forecast_inputs(demo_tables, anchor_date(plan_date), "grocery")
+    full = train_forecaster(train, SETTINGS).info["level_model"]
+    capped = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, "level_max_rows": 6000})).info
+    lv = capped["level_model"]
+    assert lv["rows"] <= 6000 < full["rows"] and lv["origins"] == full["origins"]
+    assert lv["series"] == 6000 // (lv["origins"] * lv["parts"]) < full["series"] == capped["train_series"]
+    # the sample is the same series whatever the order of the rows
+    series = pd.DataFrame({"sku_id": [f"S{i}" for i in range(50)], "location_id": ["L1", "L2"] * 25})
+    pick = series.iloc[_hash_sample(series, 10)]
+    shuffled = series.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    again = shuffled.iloc[_hash_sample(shuffled, 10)]
+    assert len(pick) == 10 and set(map(tuple, pick.to_numpy())) == set(map(tuple, again.to_numpy()))
+    assert (np.diff(_hash_sample(series, 10)) > 0).all() and len(_hash_sample(series, 80)) == 50

@@ -99,6 +99,9 @@ class ForecastSettings:
     # ... per part of the horizon cut at these days (7: week 1 and week 2, each its own target; (): the whole horizon)
     level_splits: tuple[int, ...] = (7,)
     level_origin_step: int = 3  # training origins every N days (more rows cost time, not accuracy)
+    # cap on the level model's training rows (series x origins x parts): a deterministic hash sample of the series
+    # beyond it, every origin kept (a large group's level is learned from fewer series, not fewer days)
+    level_max_rows: int = 240_000
     seed: int = 7
     # LightGBM threads; 0: the run's share of the cores (OMP_NUM_THREADS), else 1, which is robust on a shared box
     # (OpenMP spin-waits when oversubscribed). Deterministic row-wise training gives the same model for any count.
@@ -204,6 +207,15 @@ def _rolling_sum(a: np.ndarray, window: int) -> np.ndarray:
     c = _cumsum0(a)
     t = np.arange(a.shape[1])
     return c[:, t] - c[:, np.maximum(t - window, 0)]
+
+
+def _hash_sample(series: pd.DataFrame, k: int) -> np.ndarray:
+    """Sorted row positions of a deterministic sample of at most k series (by a hash of sku_id|location_id: the same
+    series for any run and any order of the rows); all rows when there are no more than k."""
+    if len(series) <= k:
+        return np.arange(len(series))
+    key = (series["sku_id"] + "|" + series["location_id"]).to_numpy(dtype=str)
+    return np.sort(np.argsort(pd.util.hash_array(key), kind="stable")[:k])
 
 
 CLOSED_SHARE, CLOSED_MIN_DAILY = 0.05, 20.0
@@ -643,11 +655,8 @@ class DemandForecaster:
         series = self._history_series(inputs, A)
         # deterministic sample of series when the group is larger than the training budget
         days = st.train_window_days + _lookback(st)
-        max_series = max(st.max_train_rows // max(st.train_window_days, 1), 1)
-        if len(series) > max_series:
-            key = (series["sku_id"] + "|" + series["location_id"]).to_numpy(dtype=str)
-            order = np.argsort(pd.util.hash_array(key), kind="stable")[:max_series]
-            series = series.iloc[np.sort(order)].reset_index(drop=True)
+        series = series.iloc[_hash_sample(series, max(st.max_train_rows // max(st.train_window_days, 1), 1))]
+        series = series.reset_index(drop=True)
         start = cut - pd.Timedelta(days=days)
         if st.price_response:
             self.elasticity = _fit_elasticities(inputs, cut, st)
@@ -742,22 +751,23 @@ class DemandForecaster:
             return None
         cap = max(st.max_train_rows // max(len(panel.series), 1), 1)
         origins = origins[:: int(np.ceil(len(origins) / cap))] if len(origins) > cap else origins
-        r = np.repeat(np.arange(len(panel.series)), len(origins))
-        o = np.tile(origins, len(panel.series))
+        parts = _level_parts(H, st.level_splits)
+        rows = _hash_sample(panel.series, max(st.level_max_rows // (len(origins) * len(parts)), 1))
+        r = np.repeat(rows, len(origins))
+        o = np.tile(origins, len(rows))
         keep = o - panel.first_t[r] >= st.min_history_days
         r, o = r[keep], o[keep]
         if len(r) < 500:
             return None
         c = _cumsum0(panel.y_feat)
-        parts = _level_parts(H, st.level_splits)
         y = np.concatenate([(c[r, o + b] - c[r, o + a]) / (b - a) for a, b in parts])
         if y.sum() <= 0:
             return None
         model = lgb.LGBMRegressor(objective="tweedie", random_state=st.seed, deterministic=True, force_row_wise=True,
                                   n_jobs=st.threads(), verbose=-1, **LEVEL_PARAMS)
         model.fit(pd.concat([_level_features(panel, r, o, a, b) for a, b in parts], ignore_index=True), y)
-        self.info["level_model"] = {"rows": int(len(y)), "origins": int(len(origins)), "parts": len(parts),
-                                    "weight": st.level_weight}
+        self.info["level_model"] = {"rows": int(len(y)), "series": len(rows), "origins": int(len(origins)),
+                                    "parts": len(parts), "weight": st.level_weight}
         return model
 
     def _predict_level(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
