@@ -470,15 +470,18 @@ def test_closed_days_are_store_days_that_sold_nothing_in_a_busy_store():
 def test_annual_closures_zero_the_forecast_of_a_day_the_store_was_closed_a_year_before(demo_tables, plan_date):
     """Stores closed on a day of a past year (Christmas) are expected closed on it again: every series of that
     store gets a forecast of 0 that day (mean and quantiles); other days and stores keep theirs. The closed day is
-    censored in the history, not learned as demand."""
+    censored in the history, not learned as demand. A closure on a day without a yearly event (a gap in the feed)
+    is censored but not projected."""
     from retail_dagster.core import forecasting as fc
 
-    target = plan_date + pd.Timedelta(days=3)
+    target, other = plan_date + pd.Timedelta(days=3), plan_date + pd.Timedelta(days=5)
     last_year = target - pd.DateOffset(years=1)
+    ev = demo_tables["events"]
+    assert (ev["date"] == last_year).any() and not (ev["date"] == other - pd.DateOffset(years=1)).any()
     store = sorted(demo_tables["locations"].query("kind == 'store'")["location_id"])[0]
     tables = dict(demo_tables)
     s = tables["sales"].copy()
-    s.loc[(s["location_id"] == store) & (s["date"] == last_year), "units"] = 0
+    s.loc[(s["location_id"] == store) & s["date"].isin([last_year, other - pd.DateOffset(years=1)]), "units"] = 0
     tables["sales"] = s
     inputs = forecast_inputs(tables, plan_date, "grocery")
     series = fc.DemandForecaster._history_series(inputs, plan_date)
@@ -489,9 +492,11 @@ def test_annual_closures_zero_the_forecast_of_a_day_the_store_was_closed_a_year_
     new, old = censored(inputs), censored(forecast_inputs(demo_tables, plan_date, "grocery"))
     col = (last_year - (plan_date - pd.Timedelta(days=400))).days
     at = (series["location_id"] == store).to_numpy()
-    assert new[at, col].all() and not old[at, col].all()  # the closed day is censored (stockouts aside) ...
+    col2 = col + (other - target).days
+    assert new[at, col].all() and not old[at, col].all()  # the closed days are censored (stockouts aside) ...
+    assert new[at, col2].all()
     changed = new != old
-    changed[at, col] = False
+    changed[at, col] = changed[at, col2] = False
     assert not changed.any()  # ... and nothing else is
     out = train_forecaster(forecast_inputs(tables, anchor_date(plan_date), "grocery"), SETTINGS).predict(inputs)
     day = out[out["target_date"] == target]
@@ -499,6 +504,8 @@ def test_annual_closures_zero_the_forecast_of_a_day_the_store_was_closed_a_year_
     assert there.any() and (day.loc[there, ["mean", "p50", "p90", "p95"]] == 0).all().all()
     assert (day.loc[~there, "mean"] > 0).mean() > 0.9
     assert (out.loc[(out["location_id"] == store) & (out["target_date"] != target), "mean"] > 0).mean() > 0.9
+    gap = out[(out["target_date"] == other) & (out["location_id"] == store)]
+    assert (gap["mean"] > 0).mean() > 0.9  # the day without a yearly event is not projected
 
 
 def test_level_model_rows_are_capped_by_a_sample_of_series_with_every_origin(demo_tables, plan_date):

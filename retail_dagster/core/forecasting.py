@@ -240,8 +240,10 @@ def _closed_days(y: np.ndarray, location: np.ndarray) -> np.ndarray:
 
 def _annual_closures(inputs: PlanningInputs, series: pd.DataFrame, dates: pd.DatetimeIndex) -> np.ndarray:
     """(N, len(dates)) bool: the series' store is expected closed that day: it was closed (_closed_days) on the same
-    month and day of a past year (Christmas, say). Read from the sales before inputs.date only: one weighted
-    bincount of the store x day totals (no groupby: this runs at every predict)."""
+    month and day of a past year, a day the events calendar names for the store's region with a yearly event
+    (Christmas, say: at most twice a year, so not a SNAP day). A closed day without such an event (a gap in the
+    sales feed, a one-off) is censored in the history but not projected. Read from the data before inputs.date
+    only: one weighted bincount of the store x day totals (no groupby: this runs at every predict)."""
     out = np.zeros((len(series), len(dates)), dtype=bool)
     stores = pd.Index(pd.unique(series["location_id"].to_numpy()))
     s = inputs.sales
@@ -258,9 +260,31 @@ def _annual_closures(inputs: PlanningInputs, series: pd.DataFrame, dates: pd.Dat
                       minlength=len(stores) * n).reshape(len(stores), n)
     closed = _closed_days(tot, np.arange(len(stores)))
     past = pd.DatetimeIndex(d0 + np.arange(n) * np.timedelta64(1, "D"))
+    closed &= _yearly_event_days(inputs, stores, past)
     md, fut = past.month * 100 + past.day, dates.month * 100 + dates.day
     per_store = np.stack([np.isin(fut, md[c]) for c in closed])
     return per_store[stores.get_indexer(series["location_id"].to_numpy())]
+
+
+def _yearly_event_days(inputs: PlanningInputs, stores: pd.Index, days: pd.DatetimeIndex) -> np.ndarray:
+    """(stores, days) bool: the events calendar names an event for the store's region (or ALL) that day, of a name
+    seen at most twice a year in the calendar before inputs.date (a holiday; not a SNAP day)."""
+    out = np.zeros((len(stores), len(days)), dtype=bool)
+    ev = inputs.events
+    if ev is None or not len(ev) or not len(days):
+        return out
+    ev = ev[ev["date"] < inputs.date]
+    years = max((ev["date"].max() - ev["date"].min()).days / 365.25, 1.0) if len(ev) else 1.0
+    count = ev["event_name"].value_counts()
+    ev = ev[ev["event_name"].map(count).to_numpy() <= 2 * years]
+    region = inputs.locations.set_index("location_id")["region"].astype(str)
+    reg = region.reindex(stores).to_numpy()
+    t = days.get_indexer(ev["date"])
+    ok = t >= 0
+    er = ev["region"].astype(str).to_numpy()[ok]
+    for i, r in enumerate(reg):
+        out[i, t[ok][(er == r) | (er == "ALL")]] = True
+    return out
 
 
 @dataclass
