@@ -398,20 +398,20 @@ def test_level_features_read_only_the_days_before_the_origin(demo_tables, plan_d
     panel = fc._build_panel(inputs, series, plan_date, plan_date - pd.Timedelta(days=200), 14, meta)
     o0 = panel.n_hist - 30
     r, o = np.arange(len(series)), np.full(len(series), o0)
-    before = fc._level_features(panel, r, o, 0, 14)
+    before = fc._level_features(panel, r, o, [(0, 14)])
     assert len(before) == len(series) and before["mean_7"].notna().all() and (before["mean_112"] >= 0).all()
     panel.y_feat[:, o0:] += 1000.0
-    pd.testing.assert_frame_equal(before, fc._level_features(panel, r, o, 0, 14))
+    pd.testing.assert_frame_equal(before, fc._level_features(panel, r, o, [(0, 14)]))
     panel.y_feat[:, o0 - 1] += 7.0
-    np.testing.assert_allclose(fc._level_features(panel, r, o, 0, 14)["mean_7"] - before["mean_7"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(fc._level_features(panel, r, o, [(0, 14)])["mean_7"] - before["mean_7"], 1.0, rtol=1e-6)
     # a part of the horizon (week 2): the same history, the known-ahead features over its own days only
-    whole, week2 = fc._level_features(panel, r, o, 0, 14), fc._level_features(panel, r, o, 7, 14)
+    whole, week2 = fc._level_features(panel, r, o, [(0, 14)]), fc._level_features(panel, r, o, [(7, 14)])
     pd.testing.assert_series_equal(week2["mean_28"], whole["mean_28"])
     assert (week2["part_start"] == 7).all() and (whole["part_start"] == 0).all()
     temp = panel.exog["temperature_c"]
     np.testing.assert_allclose(week2["next_temperature_c"], np.nanmean(temp[:, o0 + 7:o0 + 14], axis=1), rtol=1e-5)
     temp[:, o0:o0 + 7] += 30.0
-    pd.testing.assert_series_equal(fc._level_features(panel, r, o, 7, 14)["next_temperature_c"],
+    pd.testing.assert_series_equal(fc._level_features(panel, r, o, [(7, 14)])["next_temperature_c"],
                                    week2["next_temperature_c"])
 
 

@@ -230,8 +230,9 @@ def _closed_days(y: np.ndarray, location: np.ndarray) -> np.ndarray:
     if not y.size:
         return np.zeros(y.shape, dtype=bool)
     codes, stores = pd.factorize(location)
-    tot = np.zeros((len(stores), y.shape[1]))
-    np.add.at(tot, codes, np.nan_to_num(y))
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(stores)))
+    tot = np.add.reduceat(np.nan_to_num(y[order]), starts, axis=0, dtype=np.float64)  # (stores, days)
     sold = tot > 0
     trading = (np.cumsum(sold, axis=1) > 0) & (np.cumsum(sold[:, ::-1], axis=1)[:, ::-1] > 0)  # first..last sale
     med = np.array([[np.median(t[k]) if k.any() else 0.0] for t, k in zip(tot, trading)])
@@ -764,8 +765,9 @@ class DemandForecaster:
 
     def _fit_level(self, panel: Panel):
         """The level model: LightGBM on each series' mean (de-priced) demand over the next horizon_days, one row per
-        established series and origin day of the panel's history (every level_origin_step days, the latest first),
-        features from before the origin (_level_features). None when there are too few rows."""
+        established series and origin day of the panel's history (every level_origin_step days, the latest first;
+        every origin kept, a hash sample of the series beyond level_max_rows), features from before the origin
+        (_level_features). None when there are too few rows."""
         import lightgbm as lgb
 
         st = self.settings
@@ -773,8 +775,6 @@ class DemandForecaster:
         origins = np.arange(n - H, LEVEL_WINDOWS[-1] - 1, -max(st.level_origin_step, 1))
         if not len(origins):
             return None
-        cap = max(st.max_train_rows // max(len(panel.series), 1), 1)
-        origins = origins[:: int(np.ceil(len(origins) / cap))] if len(origins) > cap else origins
         parts = _level_parts(H, st.level_splits)
         rows = _hash_sample(panel.series, max(st.level_max_rows // (len(origins) * len(parts)), 1))
         r = np.repeat(rows, len(origins))
@@ -789,7 +789,7 @@ class DemandForecaster:
             return None
         model = lgb.LGBMRegressor(objective="tweedie", random_state=st.seed, deterministic=True, force_row_wise=True,
                                   n_jobs=st.threads(), verbose=-1, **LEVEL_PARAMS)
-        model.fit(pd.concat([_level_features(panel, r, o, a, b) for a, b in parts], ignore_index=True), y)
+        model.fit(_level_features(panel, r, o, parts), y)
         self.info["level_model"] = {"rows": int(len(y)), "series": len(rows), "origins": int(len(origins)),
                                     "parts": len(parts), "weight": st.level_weight}
         return model
@@ -806,10 +806,10 @@ class DemandForecaster:
             return out
         self.level.set_params(n_jobs=st.threads())
         mult = np.broadcast_to(_future_mult(panel), (len(panel.series), h))
-        o = np.full(len(r), panel.n_hist)
+        mean = self.level.predict(_level_features(panel, r, np.full(len(r), panel.n_hist), parts))
+        mean = np.maximum(mean, 0.0).reshape(len(parts), len(r))
         for j, (a, b) in enumerate(parts):
-            mean = np.maximum(self.level.predict(_level_features(panel, r, o, a, b)), 0.0)
-            out[r, j] = mean * mult[r, a:b].sum(axis=1)
+            out[r, j] = mean[j] * mult[r, a:b].sum(axis=1)
         return out
 
     def _elasticity_of(self, series: pd.DataFrame) -> np.ndarray | None:
@@ -1035,8 +1035,6 @@ class DemandForecaster:
         mu = np.nan_to_num(np.maximum(mu, 0.0), nan=0.0, posinf=0.0)
         closed = _annual_closures(inputs, act, panel.dates[panel.n_hist:])
         mu[closed] = 0.0  # the store's annual closures (and their quantiles, below)
-        if own is not None:
-            own[closed] = 0.0
 
         # quantiles: each model's dispersion; profiles borrow the main model's, widened (their level is a guess)
         phi = np.empty_like(mu)
@@ -1093,35 +1091,39 @@ def _level_parts(h: int, splits: tuple[int, ...]) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, a: int, b: int) -> pd.DataFrame:
-    """Features of the level model for series rows `r` at origin columns `o` (the first forecast day), target the
-    mean over days [o+a, o+b): trailing means of the (de-priced, imputed) demand before o over LEVEL_WINDOWS (from
-    the series' first day when shorter), the share of zero days in the last 28, the means of every
-    calendar/exogenous feature over [o+a, o+b) (known in advance: planned discounts, events, weather, traffic
-    index), the part's first day `a`, the origin's calendar and the static features."""
+def _level_features(panel: Panel, r: np.ndarray, o: np.ndarray, parts: list[tuple[int, int]]) -> pd.DataFrame:
+    """Features of the level model for series rows `r` at origin columns `o` (the first forecast day), one block of
+    rows per part [a, b) of `parts` (in that order), the target being the mean over days [o+a, o+b): trailing means
+    of the (de-priced, imputed) demand before o over LEVEL_WINDOWS (from the series' first day when shorter), the
+    share of zero days in the last 28, the means of every calendar/exogenous feature over [o+a, o+b) (known in
+    advance: planned discounts, events, weather, traffic index), the part's first day `a`, the origin's calendar and
+    the static features. Every cumulative sum is taken once for all parts."""
     y = panel.y_feat
     c = _cumsum0(y)
     z = _cumsum0((y <= 0).astype(np.float64))
     first = panel.first_t[r]
-    f = {}
+    hist = {}
     for w in LEVEL_WINDOWS:
         s = np.maximum(o - w, first)
-        f[f"mean_{w}"] = (c[r, o] - c[r, s]) / np.maximum(o - s, 1)
+        hist[f"mean_{w}"] = (c[r, o] - c[r, s]) / np.maximum(o - s, 1)
     s = np.maximum(o - 28, first)
-    f["zero_share_28"] = (z[r, o] - z[r, s]) / np.maximum(o - s, 1)
-    T = len(panel.dates)
-    lo, hi = np.minimum(o + a, T), np.minimum(o + b, T)
-    for k, v in panel.exog.items():
-        ok = np.isfinite(v)
-        cv, cn = _cumsum0(np.where(ok, v, 0.0)), _cumsum0(ok.astype(np.float64))
-        n = cn[r, hi] - cn[r, lo]
-        f[f"next_{k}"] = np.where(n > 0, (cv[r, hi] - cv[r, lo]) / np.maximum(n, 1), np.nan)
-    f["part_start"] = np.full(len(r), a, dtype=np.int32)
+    hist["zero_share_28"] = (z[r, o] - z[r, s]) / np.maximum(o - s, 1)
     d = panel.dates[o]
-    f["month"], f["day"], f["dayofweek"] = d.month.to_numpy(), d.day.to_numpy(), d.dayofweek.to_numpy()
-    for k, v in panel.static.items():
-        f[k] = v[r]
-    return pd.DataFrame(f)
+    rest = {"month": d.month.to_numpy(), "day": d.day.to_numpy(), "dayofweek": d.dayofweek.to_numpy()}
+    rest.update({k: v[r] for k, v in panel.static.items()})
+    sums = {k: (_cumsum0(np.where(np.isfinite(v), v, 0.0)), _cumsum0(np.isfinite(v).astype(np.float64)))
+            for k, v in panel.exog.items()}
+    T = len(panel.dates)
+    frames = []
+    for a, b in parts:
+        lo, hi = np.minimum(o + a, T), np.minimum(o + b, T)
+        f = dict(hist)
+        for k, (cv, cn) in sums.items():
+            n = cn[r, hi] - cn[r, lo]
+            f[f"next_{k}"] = np.where(n > 0, (cv[r, hi] - cv[r, lo]) / np.maximum(n, 1), np.nan)
+        f["part_start"] = np.full(len(r), a, dtype=np.int32)
+        frames.append(pd.DataFrame(f | rest))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _apply_level(mu: np.ndarray, level: np.ndarray, weight: float, splits: tuple[int, ...] = ()) -> np.ndarray:
