@@ -199,9 +199,9 @@ def test_promotion_lift_and_weekday_shape(demo, demo_tables, plan_date):
     assert np.corrcoef(by_dow.to_numpy(), truth)[0, 1] > 0.8
 
 
-def test_backtest_beats_seasonal_naive_and_is_calibrated(demo_tables):
+def test_backtest_beats_seasonal_naive_and_is_calibrated(demo, demo_tables):
     r = run_backtest(demo_tables, horizon=14, cutoffs=1, settings=SETTINGS, groups=["grocery", "beverages"],
-                     baselines=["SeasonalNaive"])
+                     baselines=["SeasonalNaive"], demand=demo.truth["demand"], return_frames=True)
     eng, sn = r["engine"], r["baselines"]["SeasonalNaive"]
     assert eng["n"] == sn["n"] > 0
     assert eng["wape_daily"] < sn["wape_daily"]
@@ -209,6 +209,18 @@ def test_backtest_beats_seasonal_naive_and_is_calibrated(demo_tables):
     # last weeks have supply disruptions, so censored sales would reward forecasting the stock-outs)
     assert eng["wape_14d_in_stock"] < sn["wape_14d_in_stock"]
     assert 0.6 <= eng["coverage_p10_p90"] <= 0.95
+    # against the demand behind the sales (the world's truth): every scored row has it, sales never exceed it, and
+    # a forecast's bias against demand is its bias against sales less the lost sales: (1 + b_d) = (1 + b_s)(1 - lost)
+    m, vd = r["frames"], r["vs_demand"]
+    assert vd["rows"] == eng["n"] and vd["rows_without_demand"] == 0
+    assert (m["units"] <= m["demand"] + 1e-9).all()
+    lost = 1 - m["units"].sum() / m["demand"].sum()
+    assert lost > 0.01 and vd["lost_sales_share"] == pytest.approx(lost, abs=1e-4)
+    for name, col, b_s in (("engine", "mean", eng["bias"]), ("SeasonalNaive", "SeasonalNaive", sn["bias"])):
+        assert vd[name]["bias"] == pytest.approx(m[col].clip(lower=0).sum() / m["demand"].sum() - 1, abs=1e-4)
+        assert 1 + vd[name]["bias"] == pytest.approx((1 + b_s) * (1 - lost), abs=2e-4)
+    assert vd["engine"]["wape_daily"] == pytest.approx((m["p50"] - m["demand"]).abs().sum() / m["demand"].sum(),
+                                                       abs=1e-4)
 
 
 def test_nb_quantiles_calibrated_on_simulated_counts():

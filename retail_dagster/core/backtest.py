@@ -9,6 +9,7 @@ scaled by the series' in-sample one-step naive error over the year before the cu
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -135,10 +136,26 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
     return out
 
 
+def _demand_scores(m: pd.DataFrame, methods: list[str]) -> dict:
+    """Each method's daily WAPE (the engine's p50), 14-day WAPE and bias (its mean) against column `demand` (rows
+    without a known demand are left out, and counted)."""
+    known = m["demand"].notna().to_numpy()
+    d = m[known].assign(units=m.loc[known, "demand"].to_numpy(float))
+    out = {"rows": int(known.sum()), "rows_without_demand": int((~known).sum()),
+           "lost_sales_share": round(float(1 - m.loc[known, "units"].sum() / d["units"].sum()), 4)
+           if d["units"].sum() > 0 else None}
+    for name in methods:
+        point, mean = ("p50", "mean") if name == "engine" else (name, name)
+        r = _scores(d, point, None, None, mean=mean)
+        out[name] = {k: r[k] for k in ("wape_daily", "wape_14d", "bias")}
+    return out
+
+
 def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, step_days: int = 14,
                  baseline_sample: int | None = None, settings: ForecastSettings | None = None,
                  groups: list[str] | None = None, baselines: list[str] | tuple[str, ...] = BASELINES,
-                 cache_dir: str | None = None, return_frames: bool = False) -> dict:
+                 cache_dir: str | None = None, return_frames: bool = False,
+                 demand: pd.DataFrame | None = None) -> dict:
     """Rolling-origin evaluation: for each cutoff D, the engine (as it would run on D, models from the anchor
     before D) and the baselines forecast D..D+horizon-1; all are scored on the same rows against observed sales:
     the series with 28+ days of history (the baselines need it; new series are in `engine_all_series`).
@@ -146,6 +163,10 @@ def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, st
     The engine's daily WAPE is scored on its p50 (the median: the point forecast that minimizes absolute error),
     its 14-day WAPE and bias on its mean (sums of means estimate totals); `wape_daily_mean` scores the mean daily.
     Baselines are scored on their (mean) point forecast throughout.
+    `demand` (date, sku_id, location_id, demand): the demand behind the sales, where it is known (the demo world's
+    truth). Sales are demand censored by stock, and the engine forecasts demand (stocked-out days are censored in
+    its training), so a demand forecast reads high against sales by the lost sales; `vs_demand` holds every
+    method's WAPE and bias against the demand itself, on the same rows.
     `baseline_sample`: score everything on a deterministic sample of that many series (baselines, AutoETS above all,
     are slow on very many series); the engine's full-set scores are under `engine_all_series`.
     """
@@ -197,6 +218,11 @@ def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, st
         eng = eng.merge(out, on=["sku_id", "location_id", "target_date"], how="left")
         eng["in_stock"] = eng.pop("stockout").isna()
     both = eng.merge(base, on=KEY, how="inner")
+    if demand is not None and len(demand):
+        dem = demand[["date", "sku_id", "location_id", "demand"]].rename(columns={"date": "target_date"})
+        day = ["sku_id", "location_id", "target_date"]
+        dem = dem.astype({"sku_id": str, "location_id": str}).drop_duplicates(day, keep="last")
+        both = both.merge(dem, on=day, how="left")
     result = {
         "actuals": "observed sales (censored by stock); *_in_stock leave out stocked-out days",
         "cutoffs": [f"{d:%Y-%m-%d}" for d in dates], "horizon": horizon, "groups": groups,
@@ -219,6 +245,8 @@ def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, st
         has = lo in both.columns
         result["baselines"][b] = {**_scores(both, b, lo if has else None, hi if has else None),
                                   "seconds": round(base_seconds[b], 2)}
+    if "demand" in both.columns:
+        result["vs_demand"] = _demand_scores(both, ["engine", *result["baselines"]])
     if return_frames:
         result["frames"] = both
     return result
@@ -252,6 +280,14 @@ def format_backtest(result: dict) -> str:
         lines.append(f"engine: {eng['seconds']:.1f} s wall (train {eng['train_seconds']:.1f}, predict "
                      f"{eng['predict_seconds']:.1f}), {eng['cpu_seconds']:.1f} s CPU")
     lines.append(f"model mix (series x cutoffs): {result['model_mix']}")
+    vd = result.get("vs_demand")
+    if vd:
+        lines.append(f"against the demand behind the sales (known: {vd['rows']} rows; "
+                     f"{100 * (vd['lost_sales_share'] or 0):.1f}% of it lost to stock-outs):")
+        lines.append(f"{'method':<15}{'WAPE day':>9}{'WAPE 14d':>9}{'bias':>8}")
+        for name in ["engine", *result["baselines"]]:
+            r = vd[name]
+            lines.append(f"{name:<15}{fmt(r['wape_daily']):>9}{fmt(r['wape_14d']):>9}{fmt(r['bias']):>8}")
     return "\n".join(lines)
 
 
@@ -262,10 +298,14 @@ def backtest_main(path: str | None = None, m5: str | None = None, horizon: int =
     and, as the last line, the JSON result."""
     if path and m5:
         raise ValueError("give either --path or --m5, not both")
+    demand = None
     if path:
         from .loading import load_tables
 
         tables, source = load_tables(path), path
+        truth = os.path.join(path, "truth", "demand.parquet")  # a demo folder (write_demo) keeps its truth
+        if os.path.exists(truth):
+            demand = pd.read_parquet(truth, columns=["date", "sku_id", "location_id", "demand"])
     elif m5:
         from .m5 import load_m5
 
@@ -274,7 +314,8 @@ def backtest_main(path: str | None = None, m5: str | None = None, horizon: int =
         from .contracts import validate_tables
         from .demo import generate_demo
 
-        tables, source = validate_tables(generate_demo().tables), "demo (generate_demo defaults)"
+        demo = generate_demo()
+        tables, source, demand = validate_tables(demo.tables), "demo (generate_demo defaults)", demo.truth["demand"]
     if isinstance(tables, tuple):  # a loader returning (tables, report)
         tables = tables[0]
     if settings is None:  # a backtest by hand has the machine to itself: LightGBM on every core (same trees)
@@ -282,7 +323,7 @@ def backtest_main(path: str | None = None, m5: str | None = None, horizon: int =
 
         settings = ForecastSettings(horizon_days=horizon, num_threads=run_threads())
     result = run_backtest(tables, horizon=horizon, cutoffs=cutoffs, step_days=step_days,
-                          baseline_sample=baseline_sample, settings=settings)
+                          baseline_sample=baseline_sample, settings=settings, demand=demand)
     result["source"] = source
     print(format_backtest(result))
     print(json.dumps(result, default=str))
