@@ -460,6 +460,37 @@ def test_level_model_trains_and_serves(demo_tables, plan_date):
     assert 0.7 < tb.sum() / ta.sum() < 1.3  # a level, not a different world
 
 
+def test_the_level_models_year_of_origins_is_read_and_fingerprinted(demo_tables, plan_date):
+    """The serving level model's origins span train_window_days before the anchor (a whole year by default), which
+    reaches further back than the daily model's window: training reads that span, and the training fingerprint
+    (the model cache's key) covers it: a sale changed there retrains, one before it does not."""
+    import dataclasses
+
+    from retail_dagster.agents.demand import DemandSensingAgent
+    from retail_dagster.core.forecasting import LOOKBACK_DAYS, level_span_days, training_span_days
+
+    agent = DemandSensingAgent(train_window_days=280)
+    st = agent.settings()
+    assert training_span_days(st) == level_span_days(st) == 280 + 112 + 14 > 14 + 280 + LOOKBACK_DAYS
+    assert training_span_days(ForecastSettings(level_weight=0.0)) == 14 + 364 + LOOKBACK_DAYS
+    inputs = forecast_inputs(demo_tables, plan_date, "grocery")
+    A = anchor_date(plan_date)
+    base = agent.training_fingerprint(inputs)
+
+    def changed(days_before: int) -> str:
+        sales = inputs.sales.copy()
+        row = sales.index[sales["date"] == A - pd.Timedelta(days=days_before)][0]
+        sales.loc[row, "units"] += 5
+        return agent.training_fingerprint(dataclasses.replace(inputs, sales=sales))
+
+    assert changed(400) != base  # read by the level model only
+    assert changed(410) == base  # before anything training reads
+    # the level model's origins: every level_origin_step days over the span, after its 112 days of trailing means
+    fit = train_forecaster(forecast_inputs(demo_tables, A, "grocery"), SETTINGS)
+    span = level_span_days(SETTINGS)
+    assert fit.info["level_model"]["origins"] == len(range(span - 14, 112 - 1, -SETTINGS.level_origin_step))
+
+
 def test_closed_days_are_store_days_that_sold_nothing_in_a_busy_store():
     from retail_dagster.core.forecasting import _closed_days
 

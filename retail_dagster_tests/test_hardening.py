@@ -25,7 +25,7 @@ from retail_dagster.core.plausibility import cap_outliers, explained_days, find_
 from retail_dagster.partitions import partition_key
 from retail_dagster.resources.audit import AuditSink
 from retail_dagster.resources.bedrock import BedrockResource
-from retail_dagster.resources.data_source import DataSourceResource
+from retail_dagster.resources.data_source import HISTORY_DAYS, DataSourceResource
 from retail_dagster.resources.io_manager import ParquetIOManager
 
 DATE, GROUP = "2026-11-25", "grocery"
@@ -64,7 +64,7 @@ def cache(model_cache):
 
 
 def _inputs(path: str, date: str = DATE, group: str = GROUP):
-    return planning_inputs(load_tables(path), date, group, history_days=460)
+    return planning_inputs(load_tables(path), date, group, history_days=HISTORY_DAYS)
 
 
 def _per_series(forecast: pd.DataFrame) -> pd.Series:

@@ -19,7 +19,7 @@ from ..core.asof import PlanningInputs
 from ..core.costs import empty_usage
 from ..core.fingerprint import window_fingerprint
 from ..core.ids import factorize, max_by_series
-from ..core.forecasting import LOOKBACK_DAYS, ForecastSettings, active_series, anchor_date, forecast_for_date
+from ..core.forecasting import ForecastSettings, active_series, anchor_date, forecast_for_date, training_span_days
 from ..core.plausibility import OutlierSettings, cap_outliers, describe_outliers, explained_days
 from ..core.plots import forecast_band_svg, image_markdown, top_series
 from ..display import engine_counts, md_table, num
@@ -183,7 +183,7 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
         span before the anchor (sales, stock, calendars, traffic), the catalog and network, and the settings."""
         st = self.settings()
         anchor = anchor_date(inputs.date, st.retrain_every_days)
-        span = st.calibration_days + st.train_window_days + LOOKBACK_DAYS
+        span = training_span_days(st)
         tables = {k: v for k, v in inputs.as_tables().items() if k != "lanes"}
         extra = f"{st.fingerprint()}|cap={self.cap_outliers}|{self.outlier_settings().fingerprint()}"
         return window_fingerprint(tables, anchor - pd.Timedelta(days=span), anchor, extra)

@@ -15,9 +15,13 @@ from pydantic import Field
 
 from ..core.contracts import validate_tables
 from ..core.demo import DemoSize
+from ..core.forecasting import ForecastSettings, training_span_days
 from ..core.loading import find_table_files, load_tables
 
-HISTORY_DAYS = 460
+# days of history handed to the agents: what training reads before its anchor (core.forecasting.training_span_days:
+# the level model's year of origins, its 112-day trailing means and the 14-day horizon, 490 days by default) plus
+# the week a model serves and slack, so every day of a retraining week trains the same model
+HISTORY_DAYS = training_span_days(ForecastSettings()) + 10
 
 
 def ensure_demo_data(path: str, n_skus: int = DemoSize.n_skus, n_stores: int = DemoSize.n_stores,
@@ -67,9 +71,9 @@ class DataSourceResource(dg.ConfigurableResource):
     demo_end_date: Optional[str] = Field(default=None, description="demo: last observed day (default fixed)")
     history_days: int = Field(
         default=HISTORY_DAYS,
-        description="days of sales/inventory/traffic history handed to the agents: the forecast model's training "
-                    "window (364 d + 14 d holdout + 70 d of lags) plus a week, so any day of a retraining week "
-                    "trains the same model")
+        description="days of sales/inventory/traffic history handed to the agents: what the forecast's training "
+                    "reads before its anchor (the level model's year of origins, 112 d of trailing means, the 14 d "
+                    "horizon) plus a week, so any day of a retraining week trains the same model")
 
     max_staleness_days: int = Field(
         default=0, description="freshness: sales and inventory may end this many days before the day before the "
