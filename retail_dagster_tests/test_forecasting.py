@@ -446,13 +446,13 @@ def test_apply_level_moves_each_total_part_way_and_keeps_the_daily_shape():
 
 def test_level_model_trains_and_serves(demo_tables, plan_date):
     """On by default: trained on origins before the calibration cut (for the calibration) and again through the
-    anchor; its totals pull the daily model's totals half-way; level_weight 0 is the engine without it."""
+    anchor; its totals pull the daily model's totals level_weight of the way; 0 is the engine without it."""
     inputs = forecast_inputs(demo_tables, plan_date, "grocery")
     train = forecast_inputs(demo_tables, anchor_date(plan_date), "grocery")
     on = train_forecaster(train, SETTINGS)
     off = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, "level_weight": 0.0}))
     assert on.level is not None and off.level is None
-    assert on.info["level_model"]["rows"] > 1000 and on.info["level_model"]["weight"] == 0.5
+    assert on.info["level_model"]["rows"] > 1000 and on.info["level_model"]["weight"] == SETTINGS.level_weight
     a, b = off.predict(inputs), on.predict(inputs)
     key = ["sku_id", "location_id"]
     ta, tb = a.groupby(key)["mean"].sum(), b.groupby(key)["mean"].sum()
