@@ -134,11 +134,11 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
         only when the estimate is not cached (it is causal, so capping the window equals capping all history)."""
         anchor = anchor_date(inputs.date, self.reestimate_every_days)
         outlier_settings = OutlierSettings()
+        # the estimation window and the days its capping looks back on
+        lookback = (self.settings().elasticity.history_days or 3650) + 1 + outlier_settings.window_days
         path = None
         if self.model_cache_dir:
-            # keyed by the raw content of the estimation window (and the days the capping looks back on), so
-            # changed inputs re-estimate
-            lookback = (self.settings().elasticity.history_days or 3650) + 1 + outlier_settings.window_days
+            # keyed by the raw content of that span, so changed inputs re-estimate
             content = window_fingerprint({"sales": inputs.sales, "inventory": inputs.inventory_history,
                                           "events": inputs.events, "catalog": inputs.catalog,
                                           "locations": inputs.locations},
@@ -150,7 +150,10 @@ lock) and with the lowest price of the prior 30 days recorded for every markdown
                                 f"{anchor:%Y-%m-%d}.parquet")
             if os.path.exists(path):
                 return pd.read_parquet(path)
-        sales = inputs.sales[inputs.sales["date"] < anchor]
+        # that span only (what the key covers), not all the history the run was handed: capping is causal, so the
+        # window's rows are capped the same, and a copy of the whole history is not made
+        d = inputs.sales["date"]
+        sales = inputs.sales[((d < anchor) & (d >= anchor - pd.Timedelta(days=lookback))).to_numpy()]
         if self.cap_outliers:
             sales = cap_outliers(sales, outlier_settings, explained_days(sales, inputs.events, inputs.locations))[0]
         inv = inputs.inventory_history
