@@ -103,10 +103,7 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
         out[b] = bt._scores(m, b, None, None)
     dem = demand(name)
     if dem is not None:  # the demo's truth: scores against the demand behind the sales (core.backtest)
-        day = ["sku_id", "location_id", "target_date"]
-        dem = dem[["date", "sku_id", "location_id", "demand"]].rename(columns={"date": "target_date"})
-        m = m.merge(dem.astype({"sku_id": str, "location_id": str}).drop_duplicates(day), on=day, how="left")
-        out["vs_demand"] = bt._demand_scores(m, ["engine", *bt.BASELINES])
+        out["vs_demand"] = bt._demand_scores(bt.with_demand(m, dem), ["engine", *bt.BASELINES])
     e = out["engine"]
     bd = min(out[b]["wape_daily"] for b in bt.BASELINES)
     b14 = min(out[b]["wape_14d"] for b in bt.BASELINES)

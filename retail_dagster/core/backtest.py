@@ -136,6 +136,15 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
     return out
 
 
+def with_demand(m: pd.DataFrame, demand: pd.DataFrame) -> pd.DataFrame:
+    """`m` (rows by sku_id, location_id, target_date) with column `demand` from `demand` (date, sku_id, location_id,
+    demand; the last row of a duplicated day wins), NaN where it is not known."""
+    day = ["sku_id", "location_id", "target_date"]
+    dem = demand[["date", "sku_id", "location_id", "demand"]].rename(columns={"date": "target_date"})
+    dem = dem.astype({"sku_id": str, "location_id": str}).drop_duplicates(day, keep="last")
+    return m.merge(dem, on=day, how="left")
+
+
 def _demand_scores(m: pd.DataFrame, methods: list[str]) -> dict:
     """Each method's daily WAPE (the engine's p50), 14-day WAPE and bias (its mean) against column `demand` (rows
     without a known demand are left out, and counted)."""
@@ -219,10 +228,7 @@ def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, st
         eng["in_stock"] = eng.pop("stockout").isna()
     both = eng.merge(base, on=KEY, how="inner")
     if demand is not None and len(demand):
-        dem = demand[["date", "sku_id", "location_id", "demand"]].rename(columns={"date": "target_date"})
-        day = ["sku_id", "location_id", "target_date"]
-        dem = dem.astype({"sku_id": str, "location_id": str}).drop_duplicates(day, keep="last")
-        both = both.merge(dem, on=day, how="left")
+        both = with_demand(both, demand)
     result = {
         "actuals": "observed sales (censored by stock); *_in_stock leave out stocked-out days",
         "cutoffs": [f"{d:%Y-%m-%d}" for d in dates], "horizon": horizon, "groups": groups,
