@@ -86,6 +86,14 @@ class ForecastSettings:
     early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
     point_levels: tuple[float, ...] = (0.45, 0.5, 0.55)  # NB levels p50 may take: the least holdout error wins
+    # p50's dispersion per series: the pooled NB dispersion times the series' own dispersion index (dispersion_index:
+    # its moment dispersion over the last point_dispersion_days uncensored days, relative to series of a similar
+    # mean, clipped to point_dispersion_clip) to a power chosen on the holdout together with the point level. A
+    # lumpy series (sold in packs or bursts) gets a lower median than a steady one of the same mean; the mean and the
+    # band stay. (0.0,): off
+    point_dispersion_powers: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    point_dispersion_days: int = 56
+    point_dispersion_clip: tuple[float, float] = (0.5, 2.0)
     # forecast combination: LightGBM's mean averaged with a statistical model's (STAT_BLEND_MODELS; "sses": seasonal
     # exponential smoothing, one smoothed level per weekday), the member's weight chosen per group on the calibration
     # holdout from `blend_weights` by the error of each series' holdout total. The blend sets the mean and the band;
@@ -605,6 +613,33 @@ def _statsforecast(history: pd.DataFrame, h: int, names: list[str]) -> pd.DataFr
     return out.reset_index() if "unique_id" not in out.columns else out
 
 
+def dispersion_index(y: np.ndarray, censored: np.ndarray, first_t: np.ndarray, days: int = 56,
+                     clip: tuple[float, float] = (0.5, 2.0), bins: int = 8) -> np.ndarray:
+    """(N,) each series' dispersion relative to series of a similar mean, from its history `y` (N, T): the moment
+    NB dispersion (var - mean) / mean^2 of its last `days` days (uncensored, from its first day `first_t`) over the
+    median of its bin of log mean (`bins` quantile bins across the series), clipped to `clip`. 1 for a series with
+    fewer than 14 such days or no sales, and for all when fewer than 20 series qualify."""
+    n = y.shape[1]
+    w = np.arange(max(n - days, 0), n)
+    v = y[:, w].astype(np.float64)
+    ok = (w[None, :] >= first_t[:, None]) & ~censored[:, w]
+    c = ok.sum(axis=1)
+    m = np.where(ok, v, 0.0).sum(axis=1) / np.maximum(c, 1)
+    var = np.where(ok, (v - m[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(c - 1, 1)
+    good = (c >= 14) & (m > 0)
+    out = np.ones(len(m))
+    if good.sum() < 20:
+        return out
+    phi = np.maximum(var[good] - m[good], 0.0) / m[good] ** 2
+    lm = np.log(m[good])
+    edges = np.unique(np.quantile(lm, np.linspace(0, 1, bins + 1)))
+    b = np.clip(np.searchsorted(edges, lm, side="right") - 1, 0, max(len(edges) - 2, 0))
+    ref = np.array([np.median(phi[b == k]) if (b == k).any() else np.nan for k in range(max(len(edges) - 1, 1))])
+    rel = phi / np.maximum(ref[b], 1e-3)
+    out[good] = np.clip(np.nan_to_num(rel, nan=1.0), *clip)
+    return out
+
+
 def _intermittent(y_feat: np.ndarray, first_t: np.ndarray, days: int = 56) -> np.ndarray:
     """Syntetos-Boylan: average demand interval > 1.32 over the last `days` days of history."""
     n = y_feat.shape[1]
@@ -677,6 +712,7 @@ class DemandForecaster:
         self.intermittent_model = self.settings.model_name
         self.elasticity: pd.Series | None = None  # sku_id -> own-price elasticity (price_response)
         self.point_level: dict[str, float] = {}  # model -> NB level of its point forecast p50 (point_levels)
+        self.point_power: dict[str, float] = {}  # model -> power of the dispersion index in p50 (point_dispersion_*)
         self.blend_weight = 0.0  # weight of settings.blend_model in the main model's mean (chosen on the holdout)
         self.level = None  # the level model (LightGBM on the next horizon_days' mean), None when off or no data
         self.info: dict = {}
@@ -904,10 +940,11 @@ class DemandForecaster:
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
-            self._fit_point_level(main, means.get(main + RAW, means[main])[ok], y[ok])
+            index = np.broadcast_to(self._dispersion_index(panel)[:, None], y.shape)
+            self._fit_point_level(main, means.get(main + RAW, means[main])[ok], y[ok], index[ok])
             if best != main:
                 ok = ~np.isnan(y) & ~np.isnan(means[best]) & (est & inter)[:, None]
-                self._fit_point_level(best, means[best][ok], y[ok])
+                self._fit_point_level(best, means[best][ok], y[ok], index[ok])
         self.info["holdout"] = report
         self.info["intermittent_model"] = best
         self.info["holdout_intermittent_share"] = float(inter[est].mean())
@@ -934,15 +971,30 @@ class DemandForecaster:
         self.info["blend"] = {"model": st.blend_model, "weight": self.blend_weight,
                               "holdout_total_abs_error": {str(w): round(e, 3) for w, e in errs.items()}}
 
-    def _fit_point_level(self, name: str, mu: np.ndarray, y: np.ndarray) -> None:
-        """The NB level of model `name`'s point forecast with the least absolute error on its holdout rows: a median
-        calibration (the NB shape is an assumption; on M5 the plain median sits below most actuals)."""
+    def _dispersion_index(self, panel: Panel) -> np.ndarray:
         st = self.settings
-        if len(st.point_levels) > 1 and len(mu) and name in self.dispersion:
+        return dispersion_index(panel.y_feat, panel.censored, panel.first_t, st.point_dispersion_days,
+                                st.point_dispersion_clip)
+
+    def _fit_point_level(self, name: str, mu: np.ndarray, y: np.ndarray, index: np.ndarray | None = None) -> None:
+        """The NB level of model `name`'s point forecast, and the power of the series' dispersion `index` (per row)
+        in its dispersion, with the least absolute error on its holdout rows: a median calibration (the NB shape is
+        an assumption; on M5 the plain median sits below most actuals, and series of the same mean differ in their
+        lumpiness). A candidate replaces the best so far only if it errs less: the first level and power 0 win ties."""
+        st = self.settings
+        powers = st.point_dispersion_powers if index is not None else (0.0,)
+        if (len(st.point_levels) > 1 or len(powers) > 1) and len(mu) and name in self.dispersion:
             phi = self.dispersion[name](mu)
-            err = [np.abs(nb_median(mu, phi, q) - y).sum() for q in st.point_levels]
-            self.point_level[name] = float(st.point_levels[int(np.argmin(err))])
+            best = None
+            for a in sorted(set(powers)):
+                ph = phi * index ** a if a else phi
+                for q in st.point_levels:
+                    err = float(np.abs(nb_median(mu, ph, q) - y).sum())
+                    if best is None or err < best[0]:
+                        best = (err, q, a)
+            self.point_level[name], self.point_power[name] = float(best[1]), float(best[2])
         self.info["point_level"] = dict(self.point_level)
+        self.info["point_power"] = dict(self.point_power)
 
     # -- prediction --
     def _predict_means(self, panel: Panel, rows: np.ndarray, which: list[str] | None = None,
@@ -1016,7 +1068,7 @@ class DemandForecaster:
         # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
         blend = getattr(self, "blend_weight", 0.0) > 0 and self.fcst is not None
         uses_sf = self.fcst is None or self.intermittent_model != st.model_name or blend
-        lookback = max(_lookback(st), SF_HISTORY_DAYS) if uses_sf else _lookback(st)
+        lookback = max(_lookback(st), SF_HISTORY_DAYS if uses_sf else 0, st.point_dispersion_days)
         panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta,
                              elasticity=self._elasticity_of(act), planned_price=planned)
         hist_days = panel.n_hist - panel.first_t
@@ -1072,10 +1124,14 @@ class DemandForecaster:
             mp[m] = own[m]
             php[m] = default(mp[m])
         med = nb_median(mp.ravel(), php.ravel())
-        for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level per model
+        powers = getattr(self, "point_power", {})  # models cached before the option have none
+        index = np.repeat(self._dispersion_index(panel), h) if any(powers.values()) else None
+        for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level and power per model
             point = np.repeat(model == name, h)
-            if level != 0.5 and point.any():
-                med[point] = nb_median(mp.ravel()[point], php.ravel()[point], level)
+            a = powers.get(name, 0.0)
+            if (level != 0.5 or a) and point.any():
+                ph = php.ravel()[point] * (index[point] ** a if a else 1.0)
+                med[point] = nb_median(mp.ravel()[point], ph, level)
         q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
         q[closed.ravel()] = 0.0
         out = pd.DataFrame({
