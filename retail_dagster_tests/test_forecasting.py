@@ -377,6 +377,39 @@ def test_point_dispersion_power_is_chosen_on_the_holdout(lumpy_truth, powers):
     assert off.point_power.get(name, 0.0) == 0.0
 
 
+@pytest.mark.parametrize("lumpy_truth", [True, False])
+def test_band_dispersion_follows_the_series_index_when_the_holdout_says_so(lumpy_truth):
+    """Actuals whose NB dispersion follows each series' index: the band takes the index's full power, and the
+    coverage of the lumpiest and steadiest thirds both come near the target (the pooled band under-covers the
+    lumpy ones and over-covers the steady ones); actuals with one dispersion keep power 0. The coverage overall
+    stays calibrated either way."""
+    from retail_dagster.core.forecasting import fit_dispersion
+
+    rng = np.random.default_rng(1)
+    n_series, days = 4000, 14
+    mu = np.repeat(rng.gamma(2.0, 2.0, n_series) + 0.5, days)
+    index = np.repeat(np.exp(rng.uniform(np.log(0.5), np.log(2.0), n_series)), days)
+    phi_true = 0.5 * index if lumpy_truth else np.full_like(mu, 0.5)
+    r = 1 / phi_true
+    y = rng.negative_binomial(r, r / (r + mu)).astype(float)
+    d = fit_dispersion(mu, y, 0.8, index=index, powers=(0.0, 0.5, 1.0))
+    pooled = fit_dispersion(mu, y, 0.8)
+    assert d.power == (1.0 if lumpy_truth else 0.0) and pooled.power == 0.0
+    assert set(d.holdout_quantile_loss) == {0.0, 0.5, 1.0}
+    assert abs(d.holdout_coverage - 0.8) < 0.02
+
+    def coverage(disp, rows):
+        q = nb_quantiles(mu[rows], disp(mu[rows], index[rows]), [0.1, 0.9])
+        return np.mean((y[rows] >= q[:, 0]) & (y[rows] <= q[:, 1]))
+
+    lumpy, steady = index > np.quantile(index, 2 / 3), index < np.quantile(index, 1 / 3)
+    if lumpy_truth:
+        assert coverage(pooled, lumpy) < 0.76 and coverage(pooled, steady) > 0.84
+        assert abs(coverage(d, lumpy) - 0.8) < 0.03 and abs(coverage(d, steady) - 0.8) < 0.03
+    # without the index (as a cached model is called) the curve is the pooled one
+    assert np.array_equal(pooled(mu[:100]), pooled(mu[:100], index[:100]))
+
+
 def test_the_point_power_lowers_the_median_of_lumpy_series_and_keeps_the_mean_and_band(demo_tables, plan_date):
     """At prediction each series' index is read from its history before D: with a power the median of a series
     above the index's 1 can only fall and one below can only rise, against the same model without it; the mean and
@@ -393,7 +426,7 @@ def test_the_point_power_lowers_the_median_of_lumpy_series_and_keeps_the_mean_an
     assert np.array_equal(with_power[["mean", "p10", "p90"]].to_numpy(), without[["mean", "p10", "p90"]].to_numpy())
     series = with_power.drop_duplicates(["sku_id", "location_id"])[["sku_id", "location_id"]].merge(
         inputs.catalog[["sku_id", "category"]], on="sku_id").reset_index(drop=True)  # the forecast's series
-    start = plan_date - pd.Timedelta(days=SETTINGS.point_dispersion_days + 14)
+    start = plan_date - pd.Timedelta(days=SETTINGS.dispersion_index_days + 14)
     panel = _build_panel(inputs, series, plan_date, start, SETTINGS.horizon_days, model.meta,
                          elasticity=model._elasticity_of(series))
     index = pd.Series(dispersion_index(panel.y_feat, panel.censored, panel.first_t),

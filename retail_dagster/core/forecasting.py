@@ -86,14 +86,16 @@ class ForecastSettings:
     early_stopping_rounds: int = 0  # > 0: stop LightGBM when the holdout's one-step error has not improved for N
     long_windows: tuple[int, ...] = ()  # extra rolling means of the last N days (e.g. 56, 112): the level
     point_levels: tuple[float, ...] = (0.45, 0.5, 0.55)  # NB levels p50 may take: the least holdout error wins
-    # p50's dispersion per series: the pooled NB dispersion times the series' own dispersion index (dispersion_index:
-    # its moment dispersion over the last point_dispersion_days uncensored days, relative to series of a similar
-    # mean, clipped to point_dispersion_clip) to a power chosen on the holdout together with the point level. A
-    # lumpy series (sold in packs or bursts) gets a lower median than a steady one of the same mean; the mean and the
-    # band stay. (0.0,): off
+    # dispersion per series: each series' dispersion index (dispersion_index: its moment dispersion over the last
+    # dispersion_index_days uncensored days, relative to series of a similar mean, clipped to dispersion_index_clip)
+    # scales the pooled NB dispersion to a power chosen on the holdout: for the band (p05..p95) the power with the
+    # least quantile loss at p10 and p90 (the multiplier re-calibrated to target_coverage for each), and on top of
+    # it for p50 the power chosen with the point level (least absolute error). A lumpy series (sold in packs or
+    # bursts) gets a wider band and a lower median than a steady one of the same mean. (0.0,): off
+    band_dispersion_powers: tuple[float, ...] = (0.0, 0.5, 1.0)
     point_dispersion_powers: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    point_dispersion_days: int = 56
-    point_dispersion_clip: tuple[float, float] = (0.5, 2.0)
+    dispersion_index_days: int = 56
+    dispersion_index_clip: tuple[float, float] = (0.5, 2.0)
     # forecast combination: LightGBM's mean averaged with a statistical model's (STAT_BLEND_MODELS; "sses": seasonal
     # exponential smoothing, one smoothed level per weekday), the member's weight chosen per group on the calibration
     # holdout from `blend_weights` by the error of each series' holdout total. The blend sets the mean and the band;
@@ -561,37 +563,59 @@ class Dispersion:
     phi: np.ndarray
     multiplier: float = 1.0
     holdout_coverage: float | None = None
+    power: float = 0.0  # of the series' dispersion index (dispersion_index), when one is given
+    holdout_quantile_loss: dict | None = None  # power -> mean quantile loss at the band's ends on the holdout
 
-    def __call__(self, mu: np.ndarray) -> np.ndarray:
+    def __call__(self, mu: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         x = np.log(np.maximum(mu, 1e-6))
-        return np.interp(x, self.log_mu, self.phi) * self.multiplier
+        phi = np.interp(x, self.log_mu, self.phi) * self.multiplier
+        return phi * index ** self.power if index is not None and self.power else phi
 
 
 def fit_dispersion(mu: np.ndarray, y: np.ndarray, target: float = 0.8, lo: float = 0.1, hi: float = 0.9,
-                   n_bins: int = 8, seed: int = 0) -> Dispersion:
-    """Moment estimate of phi per mean bin, then a multiplier so that [lo, hi] covers `target` of the holdout."""
+                   n_bins: int = 8, seed: int = 0, index: np.ndarray | None = None,
+                   powers: tuple[float, ...] = (0.0,)) -> Dispersion:
+    """Moment estimate of phi per mean bin, then a multiplier so that [lo, hi] covers `target` of the holdout.
+
+    With each row's series dispersion `index`, phi is that curve times index ** power for each of `powers`: the
+    curve is estimated with the index's share taken out, the multiplier calibrated, and the power with the least
+    quantile loss at lo and hi on the holdout wins (ties: the smaller power)."""
     mu, y = np.maximum(np.asarray(mu, float), 1e-6), np.asarray(y, float)
     if len(mu) < 50:
         return Dispersion(np.array([0.0]), np.array([0.5]))
+    if index is None:
+        powers = (0.0,)
     edges = np.unique(np.quantile(mu, np.linspace(0, 1, n_bins + 1)))
     b = np.clip(np.searchsorted(edges, mu, side="right") - 1, 0, max(len(edges) - 2, 0))
     cnt = np.bincount(b)
     mm = np.bincount(b, mu) / np.maximum(cnt, 1)
-    m2 = np.bincount(b, mu ** 2) / np.maximum(cnt, 1)
     se = np.bincount(b, (y - mu) ** 2) / np.maximum(cnt, 1)
-    phi = np.clip((se - mm) / np.maximum(m2, 1e-9), 0.02, 20.0)
     ok = cnt > 0
-    disp = Dispersion(np.log(mm[ok]), phi[ok])
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(mu), min(len(mu), 60_000), replace=False))
     best = None
-    for m in np.geomspace(0.25, 4.0, 17):
-        q = nb_quantiles(mu[idx], disp(mu[idx]) * m, [lo, hi])
-        cov = float(np.mean((y[idx] >= q[:, 0]) & (y[idx] <= q[:, 1])))
-        if best is None or abs(cov - target) < abs(best[1] - target) - 1e-9:
-            best = (m, cov)
-    disp.multiplier, disp.holdout_coverage = float(best[0]), float(best[1])
-    return disp
+    losses = {}
+    for power in sorted(set(powers)):
+        w = np.asarray(index, float) ** power if power else np.ones(len(mu))
+        m2 = np.bincount(b, mu ** 2 * w) / np.maximum(cnt, 1)  # var - mean = phi_bin * mean^2 * index^power
+        phi = np.clip((se - mm) / np.maximum(m2, 1e-9), 0.02, 20.0)
+        disp = Dispersion(np.log(mm[ok]), phi[ok], power=float(power))
+        ws = index[idx] if power else None
+        fit = None
+        for m in np.geomspace(0.25, 4.0, 17):
+            disp.multiplier = float(m)
+            q = nb_quantiles(mu[idx], disp(mu[idx], ws), [lo, hi])
+            cov = float(np.mean((y[idx] >= q[:, 0]) & (y[idx] <= q[:, 1])))
+            if fit is None or abs(cov - target) < abs(fit[1] - target) - 1e-9:
+                fit = (float(m), cov, q)
+        disp.multiplier, disp.holdout_coverage, q = fit
+        d = y[idx, None] - q
+        loss = float(np.mean(np.maximum(np.array([lo, hi]) * d, (np.array([lo, hi]) - 1) * d)))
+        losses[float(power)] = round(loss, 6)
+        if best is None or loss < best[0]:
+            best = (loss, disp)
+    best[1].holdout_quantile_loss = losses
+    return best[1]
 
 
 # ---- statsforecast helpers ------------------------------------------------------------------------------------
@@ -635,8 +659,9 @@ def dispersion_index(y: np.ndarray, censored: np.ndarray, first_t: np.ndarray, d
     edges = np.unique(np.quantile(lm, np.linspace(0, 1, bins + 1)))
     b = np.clip(np.searchsorted(edges, lm, side="right") - 1, 0, max(len(edges) - 2, 0))
     ref = np.array([np.median(phi[b == k]) if (b == k).any() else np.nan for k in range(max(len(edges) - 1, 1))])
-    rel = phi / np.maximum(ref[b], 1e-3)
-    out[good] = np.clip(np.nan_to_num(rel, nan=1.0), *clip)
+    rel = np.nan_to_num(phi / np.maximum(ref[b], 1e-3), nan=1.0)
+    # on a 5% grid (few distinct NB shapes to evaluate), inside the clip
+    out[good] = np.clip(np.exp(np.round(np.log(np.maximum(rel, 1e-6)) * 20) / 20), *clip)
     return out
 
 
@@ -910,6 +935,7 @@ class DemandForecaster:
             y[ic[m], it] = np.nan  # stocked-out days say little about demand: leave them out of calibration
         y[_closed_days(y, ser["location_id"].to_numpy())] = np.nan  # so do the days a store was closed
         self._choose_blend(means, y, est)
+        index = np.broadcast_to(self._dispersion_index(panel)[:, None], y.shape)
         if self.level is not None:
             level = self._predict_level(panel, est)
             for name in list(means):
@@ -921,11 +947,13 @@ class DemandForecaster:
             ok = ~np.isnan(y) & ~np.isnan(mu) & est[:, None]
             if ok.sum() == 0:
                 continue
-            self.dispersion[name] = fit_dispersion(mu[ok], y[ok], st.target_coverage, seed=st.seed)
+            d = self.dispersion[name] = fit_dispersion(mu[ok], y[ok], st.target_coverage, seed=st.seed,
+                                                       index=index[ok], powers=st.band_dispersion_powers)
             ii = ok & inter[:, None]
             report[name] = {"wape": _wape(y[ok], mu[ok]),
                             "wape_intermittent": _wape(y[ii], mu[ii]) if ii.any() else None,
-                            "coverage": self.dispersion[name].holdout_coverage}
+                            "coverage": d.holdout_coverage, "band_power": d.power,
+                            "band_quantile_loss": d.holdout_quantile_loss}
         main = st.model_name if st.model_name in report else FALLBACK_MODEL
         best = main
         if st.use_intermittent_models:
@@ -940,7 +968,6 @@ class DemandForecaster:
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
-            index = np.broadcast_to(self._dispersion_index(panel)[:, None], y.shape)
             self._fit_point_level(main, means.get(main + RAW, means[main])[ok], y[ok], index[ok])
             if best != main:
                 ok = ~np.isnan(y) & ~np.isnan(means[best]) & (est & inter)[:, None]
@@ -973,8 +1000,8 @@ class DemandForecaster:
 
     def _dispersion_index(self, panel: Panel) -> np.ndarray:
         st = self.settings
-        return dispersion_index(panel.y_feat, panel.censored, panel.first_t, st.point_dispersion_days,
-                                st.point_dispersion_clip)
+        return dispersion_index(panel.y_feat, panel.censored, panel.first_t, st.dispersion_index_days,
+                                st.dispersion_index_clip)
 
     def _fit_point_level(self, name: str, mu: np.ndarray, y: np.ndarray, index: np.ndarray | None = None) -> None:
         """The NB level of model `name`'s point forecast, and the power of the series' dispersion `index` (per row)
@@ -984,7 +1011,7 @@ class DemandForecaster:
         st = self.settings
         powers = st.point_dispersion_powers if index is not None else (0.0,)
         if (len(st.point_levels) > 1 or len(powers) > 1) and len(mu) and name in self.dispersion:
-            phi = self.dispersion[name](mu)
+            phi = self.dispersion[name](mu)  # the pooled curve: p50 takes its own power of the index, not the band's
             best = None
             for a in sorted(set(powers)):
                 ph = phi * index ** a if a else phi
@@ -1068,7 +1095,7 @@ class DemandForecaster:
         # statsforecast models read half a year of history; LightGBM and the profiles need only LOOKBACK_DAYS
         blend = getattr(self, "blend_weight", 0.0) > 0 and self.fcst is not None
         uses_sf = self.fcst is None or self.intermittent_model != st.model_name or blend
-        lookback = max(_lookback(st), SF_HISTORY_DAYS if uses_sf else 0, st.point_dispersion_days)
+        lookback = max(_lookback(st), SF_HISTORY_DAYS if uses_sf else 0, st.dispersion_index_days)
         panel = _build_panel(inputs, act, D, D - pd.Timedelta(days=lookback), h, self.meta,
                              elasticity=self._elasticity_of(act), planned_price=planned)
         hist_days = panel.n_hist - panel.first_t
@@ -1105,33 +1132,41 @@ class DemandForecaster:
         closed = _annual_closures(inputs, act, panel.dates[panel.n_hist:])
         mu[closed] = 0.0  # the store's annual closures (and their quantiles, below)
 
-        # quantiles: each model's dispersion; profiles borrow the main model's, widened (their level is a guess)
+        # quantiles: each model's dispersion (times its power of each series' dispersion index, read from the history
+        # before D); profiles borrow the main model's, widened (their level is a guess)
+        index = np.broadcast_to(self._dispersion_index(panel)[:, None], mu.shape)
         phi = np.empty_like(mu)
         default = self.dispersion.get(main) or Dispersion(np.array([0.0]), np.array([0.5]))
         for name in np.unique(model):
             m = model == name
             d = self.dispersion.get(name, default)
-            phi[m] = d(mu[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
+            phi[m] = d(mu[m], index[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
         qs = sorted(set(st.quantiles) | {0.1, 0.5, 0.9})
         q = nb_quantiles(mu.ravel(), phi.ravel(), qs)
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        mp, php = mu, phi
+        # p50: each model's pooled dispersion times its own power of the index (point_power), not the band's
+        mp, php = mu, np.empty_like(mu)
+        for name in np.unique(model):
+            m = model == name
+            php[m] = self.dispersion.get(name, default)(mu[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
         if own is not None:  # the main model's rows: LightGBM's own mean, with the main dispersion
             m = model == main
-            mp, php = mu.copy(), phi.copy()
+            mp = mu.copy()
             mp[m] = own[m]
             php[m] = default(mp[m])
-        med = nb_median(mp.ravel(), php.ravel())
+        med = np.empty(mu.size)
+        rest = np.ones(mu.size, dtype=bool)  # rows without a calibrated level and power: the plain median
         powers = getattr(self, "point_power", {})  # models cached before the option have none
-        index = np.repeat(self._dispersion_index(panel), h) if any(powers.values()) else None
         for name, level in getattr(self, "point_level", {}).items():  # the holdout's best level and power per model
             point = np.repeat(model == name, h)
             a = powers.get(name, 0.0)
-            if (level != 0.5 or a) and point.any():
-                ph = php.ravel()[point] * (index[point] ** a if a else 1.0)
+            if point.any():
+                ph = php.ravel()[point] * (index.ravel()[point] ** a if a else 1.0)
                 med[point] = nb_median(mp.ravel()[point], ph, level)
+                rest &= ~point
+        med[rest] = nb_median(mp.ravel()[rest], php.ravel()[rest])
         q[:, j50] = np.clip(med, q[:, j10], q[:, j90])
         q[closed.ravel()] = 0.0
         out = pd.DataFrame({
