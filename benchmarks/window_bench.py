@@ -8,7 +8,8 @@ Same scoring as `retail-dagster backtest` (core.backtest._scores).
 dev4: the backtest's 4 cutoffs 14 days apart before the data's end; wide12: 12 cutoffs 15 days apart; hold12: the
 12 cutoffs before wide12's (M5: 2015-03-07 .. 2015-08-19), a window no setting was tuned on. Env:
 RETAIL_DAGSTER_M5 (default ../shared/data/m5_dev), RETAIL_DAGSTER_BENCH_CACHE (default /tmp/retail_dagster_bench).
-Prints one line per window and a last line of JSON.
+Prints one line per window (and the engine's p10-p90 coverage by the series' dispersion index: steadier than the
+series of a similar mean, like them, lumpier) and a last line of JSON.
 """
 
 import json
@@ -17,11 +18,12 @@ import pickle
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 
 from retail_dagster.core import backtest as bt
 from retail_dagster.core.asof import HORIZON_DAYS
-from retail_dagster.core.forecasting import ForecastSettings, forecast_inputs, load_or_train
+from retail_dagster.core.forecasting import ForecastSettings, dispersion_index, forecast_inputs, load_or_train
 
 CACHE = os.environ.get("RETAIL_DAGSTER_BENCH_CACHE", "/tmp/retail_dagster_bench")
 M5 = os.environ.get("RETAIL_DAGSTER_M5",
@@ -79,6 +81,38 @@ def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd
         ses, on=["sku_id", "location_id", "target_date"])
 
 
+INDEX_BINS = (0.8, 1.25)  # the dispersion index's cut points: steadier than the series of a similar mean, like them, lumpier
+
+
+def index_bins(t: dict, m: pd.DataFrame, days: int) -> pd.Series:
+    """Per row of `m`: the bin of its series' dispersion index (forecasting.dispersion_index over the `days` days of
+    sales before the row's cutoff, stocked-out days left out; the engine reads the same days de-priced)."""
+    sales, inv = t["sales"], t.get("inventory")
+    keys = []
+    for cut, rows in m.groupby("cutoff"):
+        series = rows[["sku_id", "location_id"]].drop_duplicates().reset_index(drop=True)
+        dates = pd.date_range(cut - pd.Timedelta(days=days), periods=days)
+        y = np.zeros((len(series), days), dtype=np.float32)
+        cens = np.zeros_like(y, dtype=bool)
+        pos = pd.MultiIndex.from_frame(series)
+        s = sales[(sales["date"] >= dates[0]) & (sales["date"] < cut)]
+        r = pos.get_indexer(pd.MultiIndex.from_frame(s[["sku_id", "location_id"]]))
+        k = r >= 0
+        y[r[k], (s["date"].to_numpy()[k] - dates[0].to_datetime64()) // np.timedelta64(1, "D")] = s["units"].to_numpy()[k]
+        first = sales[sales["date"] < cut].groupby(["sku_id", "location_id"])["date"].min()
+        first = first.reindex(pos)
+        first_t = ((first - dates[0]).dt.days.fillna(days).clip(lower=0)).to_numpy(dtype=np.int64)
+        if inv is not None and len(inv):
+            i = inv[(inv["date"] >= dates[0]) & (inv["date"] < cut) & (inv["on_hand"] <= 0)]
+            r = pos.get_indexer(pd.MultiIndex.from_frame(i[["sku_id", "location_id"]]))
+            k = r >= 0
+            cens[r[k], (i["date"].to_numpy()[k] - dates[0].to_datetime64()) // np.timedelta64(1, "D")] = True
+        series["index_bin"] = np.digitize(dispersion_index(y, cens, first_t, days), INDEX_BINS)
+        keys.append(series.assign(cutoff=cut))
+    b = m[["cutoff", "sku_id", "location_id"]].merge(pd.concat(keys), on=["cutoff", "sku_id", "location_id"], how="left")
+    return b["index_bin"].to_numpy()
+
+
 def run(name: str, which: str, settings: ForecastSettings) -> dict:
     t = tables(name)
     rows, cpu = [], 0.0
@@ -99,6 +133,13 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
     m["in_stock"] = True
     m["StatEnsemble"] = bt.stat_ensemble(m)
     out = {"engine": bt._scores(m, "p50", "p10", "p90", mean="mean") | {"cpu_seconds": round(cpu, 1)}}
+    # p10-p90 coverage by the series' dispersion index: a band calibrated only on the whole holdout can cover the
+    # steady series too much and the lumpy ones too little
+    inside = ((m["units"] >= m["p10"]) & (m["units"] <= m["p90"])).to_numpy()
+    b = index_bins(t, m, settings.dispersion_index_days)
+    labels = (f"<{INDEX_BINS[0]}", f"{INDEX_BINS[0]}-{INDEX_BINS[1]}", f">{INDEX_BINS[1]}")
+    out["engine"]["coverage_by_index"] = {lab: round(float(inside[b == j].mean()), 4) if (b == j).any() else None
+                                          for j, lab in enumerate(labels)}
     for b in bt.BASELINES:
         out[b] = bt._scores(m, b, None, None)
     dem = demand(name)
@@ -111,6 +152,8 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
           f"cov {e['coverage_p10_p90']:.3f} rmsse {e['rmsse']:.4f} | best baseline day {bd:.4f} 14d {b14:.4f} | "
           f"lead day {100 * (1 - e['wape_daily'] / bd):+.1f}% 14d {100 * (1 - e['wape_14d'] / b14):+.1f}% | "
           f"engine {cpu:.1f} CPU s", flush=True)
+    cov = ", ".join(f"{k} {v:.3f}" for k, v in e["coverage_by_index"].items() if v is not None)
+    print(f"{name} {which}: engine p10-p90 coverage by dispersion index: {cov}", flush=True)
     if "vs_demand" in out:
         v = out["vs_demand"]["engine"]
         print(f"{name} {which}: engine vs demand day {v['wape_daily']:.4f} 14d {v['wape_14d']:.4f} "
