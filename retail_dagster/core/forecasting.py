@@ -947,13 +947,9 @@ class DemandForecaster:
             ok = ~np.isnan(y) & ~np.isnan(mu) & est[:, None]
             if ok.sum() == 0:
                 continue
-            d = self.dispersion[name] = fit_dispersion(mu[ok], y[ok], st.target_coverage, seed=st.seed,
-                                                       index=index[ok], powers=st.band_dispersion_powers)
             ii = ok & inter[:, None]
             report[name] = {"wape": _wape(y[ok], mu[ok]),
-                            "wape_intermittent": _wape(y[ii], mu[ii]) if ii.any() else None,
-                            "coverage": d.holdout_coverage, "band_power": d.power,
-                            "band_quantile_loss": d.holdout_quantile_loss}
+                            "wape_intermittent": _wape(y[ii], mu[ii]) if ii.any() else None}
         main = st.model_name if st.model_name in report else FALLBACK_MODEL
         best = main
         if st.use_intermittent_models:
@@ -965,6 +961,13 @@ class DemandForecaster:
                         report[best]["wape_intermittent"] > base * (1 - st.intermittent_margin):
                     best = main
         self.intermittent_model = best
+        for name in dict.fromkeys([main, best]):  # the models that serve get a dispersion (the others never would)
+            if name in report:
+                ok = ~np.isnan(y) & ~np.isnan(means[name]) & est[:, None]
+                d = self.dispersion[name] = fit_dispersion(means[name][ok], y[ok], st.target_coverage, seed=st.seed,
+                                                           index=index[ok], powers=st.band_dispersion_powers)
+                report[name].update(coverage=d.holdout_coverage, band_power=d.power,
+                                    band_quantile_loss={str(k): v for k, v in (d.holdout_quantile_loss or {}).items()})
         if main == st.model_name and main in means:
             uses_main = ~inter if best != main else np.ones(len(ser), dtype=bool)
             ok = ~np.isnan(y) & ~np.isnan(means[main]) & (est & uses_main)[:, None]
