@@ -81,7 +81,8 @@ def baselines(t: dict, name: str, cut: pd.Timestamp, series: pd.DataFrame) -> pd
         ses, on=["sku_id", "location_id", "target_date"])
 
 
-INDEX_BINS = (0.8, 1.25)  # the dispersion index's cut points: steadier than the series of a similar mean, like them, lumpier
+# the dispersion index's cut points: steadier than the series of a similar mean, like them, lumpier
+INDEX_BINS = (0.8, 1.25)
 
 
 def index_bins(t: dict, m: pd.DataFrame, days: int) -> pd.Series:
@@ -98,7 +99,8 @@ def index_bins(t: dict, m: pd.DataFrame, days: int) -> pd.Series:
         s = sales[(sales["date"] >= dates[0]) & (sales["date"] < cut)]
         r = pos.get_indexer(pd.MultiIndex.from_frame(s[["sku_id", "location_id"]]))
         k = r >= 0
-        y[r[k], (s["date"].to_numpy()[k] - dates[0].to_datetime64()) // np.timedelta64(1, "D")] = s["units"].to_numpy()[k]
+        day = (s["date"].to_numpy()[k] - dates[0].to_datetime64()) // np.timedelta64(1, "D")
+        y[r[k], day] = s["units"].to_numpy()[k]
         first = sales[sales["date"] < cut].groupby(["sku_id", "location_id"])["date"].min()
         first = first.reindex(pos)
         first_t = ((first - dates[0]).dt.days.fillna(days).clip(lower=0)).to_numpy(dtype=np.int64)
@@ -109,7 +111,8 @@ def index_bins(t: dict, m: pd.DataFrame, days: int) -> pd.Series:
             cens[r[k], (i["date"].to_numpy()[k] - dates[0].to_datetime64()) // np.timedelta64(1, "D")] = True
         series["index_bin"] = np.digitize(dispersion_index(y, cens, first_t, days), INDEX_BINS)
         keys.append(series.assign(cutoff=cut))
-    b = m[["cutoff", "sku_id", "location_id"]].merge(pd.concat(keys), on=["cutoff", "sku_id", "location_id"], how="left")
+    key = ["cutoff", "sku_id", "location_id"]
+    b = m[key].merge(pd.concat(keys), on=key, how="left")
     return b["index_bin"].to_numpy()
 
 
