@@ -89,9 +89,9 @@ class ForecastSettings:
     # dispersion per series: each series' dispersion index (dispersion_index: its moment dispersion over the last
     # dispersion_index_days uncensored days, relative to series of a similar mean, clipped to dispersion_index_clip)
     # scales the pooled NB dispersion to a power chosen on the holdout: for the band (p05..p95) the power with the
-    # least quantile loss at p10 and p90 (the multiplier re-calibrated to target_coverage for each), and on top of
-    # it for p50 the power chosen with the point level (least absolute error). A lumpy series (sold in packs or
-    # bursts) gets a wider band and a lower median than a steady one of the same mean. (0.0,): off
+    # least quantile loss at p10 and p90 (the multiplier re-calibrated to target_coverage for each); for p50 its own
+    # power on the pooled curve, chosen with the point level (least absolute error). A lumpy series (sold in packs
+    # or bursts) gets a wider band and a lower median than a steady one of the same mean. (0.0,): off
     band_dispersion_powers: tuple[float, ...] = (0.0, 0.5, 1.0)
     point_dispersion_powers: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     dispersion_index_days: int = 56
