@@ -1002,6 +1002,7 @@ class DemandForecaster:
                               "holdout_total_abs_error": {str(w): round(e, 3) for w, e in errs.items()}}
 
     def _dispersion_index(self, panel: Panel) -> np.ndarray:
+        """(N,) dispersion_index of the panel's series over the history before its origin, with the settings'."""
         st = self.settings
         return dispersion_index(panel.y_feat, panel.censored, panel.first_t, st.dispersion_index_days,
                                 st.dispersion_index_clip)
@@ -1137,23 +1138,22 @@ class DemandForecaster:
 
         # quantiles: each model's dispersion (times its power of each series' dispersion index, read from the history
         # before D); profiles borrow the main model's, widened (their level is a guess)
+        # p50 reads each model's pooled dispersion (php) times its own power of the index (point_power), not the band's
         index = np.broadcast_to(self._dispersion_index(panel)[:, None], mu.shape)
-        phi = np.empty_like(mu)
+        phi, php = np.empty_like(mu), np.empty_like(mu)
         default = self.dispersion.get(main) or Dispersion(np.array([0.0]), np.array([0.5]))
         for name in np.unique(model):
             m = model == name
             d = self.dispersion.get(name, default)
-            phi[m] = d(mu[m], index[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
+            widen = 1.5 if name == NEW_SERIES_MODEL else 1.0
+            phi[m] = d(mu[m], index[m]) * widen
+            php[m] = d(mu[m]) * widen
         qs = sorted(set(st.quantiles) | {0.1, 0.5, 0.9})
         q = nb_quantiles(mu.ravel(), phi.ravel(), qs)
         # p50 is the plain median of the count distribution (an integer): the point forecast that minimizes absolute
         # error (WAPE). It always lies inside the mid-quantile band; the clip only guards rounding.
         j50, j10, j90 = qs.index(0.5), qs.index(0.1), qs.index(0.9)
-        # p50: each model's pooled dispersion times its own power of the index (point_power), not the band's
-        mp, php = mu, np.empty_like(mu)
-        for name in np.unique(model):
-            m = model == name
-            php[m] = self.dispersion.get(name, default)(mu[m]) * (1.5 if name == NEW_SERIES_MODEL else 1.0)
+        mp = mu
         if own is not None:  # the main model's rows: LightGBM's own mean, with the main dispersion
             m = model == main
             mp = mu.copy()
