@@ -9,7 +9,8 @@ dev4: the backtest's 4 cutoffs 14 days apart before the data's end; wide12: 12 c
 12 cutoffs before wide12's (M5: 2015-03-07 .. 2015-08-19), a window no setting was tuned on. Env:
 RETAIL_DAGSTER_M5 (default ../shared/data/m5_dev), RETAIL_DAGSTER_BENCH_CACHE (default /tmp/retail_dagster_bench).
 Prints one line per window (and the engine's p10-p90 coverage by the series' dispersion index: steadier than the
-series of a similar mean, like them, lumpier) and a last line of JSON.
+series of a similar mean, like them, lumpier; and its bias by the model that served each series) and a last line of
+JSON.
 """
 
 import json
@@ -143,6 +144,13 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
     labels = (f"<{INDEX_BINS[0]}", f"{INDEX_BINS[0]}-{INDEX_BINS[1]}", f">{INDEX_BINS[1]}")
     out["engine"]["coverage_by_index"] = {lab: round(float(inside[b == j].mean()), 4) if (b == j).any() else None
                                           for j, lab in enumerate(labels)}
+    # the mean's bias by the model that served the series: the whole's bias can hide a low intermittent segment
+    # under a high regular one
+    by = m.groupby("model")[["mean", "units"]].sum()
+    out["engine"]["bias_by_model"] = {str(k): round(float(r["mean"] / r["units"] - 1), 4) if r["units"] > 0 else None
+                                      for k, r in by.iterrows()}
+    out["engine"]["units_share_by_model"] = {str(k): round(float(v), 4) for k, v in
+                                             (by["units"] / by["units"].sum()).items()}
     for b in bt.BASELINES:
         out[b] = bt._scores(m, b, None, None)
     dem = demand(name)
@@ -157,6 +165,9 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
           f"engine {cpu:.1f} CPU s", flush=True)
     cov = ", ".join(f"{k} {v:.3f}" for k, v in e["coverage_by_index"].items() if v is not None)
     print(f"{name} {which}: engine p10-p90 coverage by dispersion index: {cov}", flush=True)
+    bm = ", ".join(f"{k} {v:+.3f} ({e['units_share_by_model'][k]:.1%} of units)"
+                   for k, v in e["bias_by_model"].items() if v is not None)
+    print(f"{name} {which}: engine bias by serving model: {bm}", flush=True)
     if "vs_demand" in out:
         v = out["vs_demand"]["engine"]
         print(f"{name} {which}: engine vs demand day {v['wape_daily']:.4f} 14d {v['wape_14d']:.4f} "

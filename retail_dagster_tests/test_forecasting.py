@@ -221,6 +221,10 @@ def test_backtest_beats_seasonal_naive_and_is_calibrated(demo, demo_tables):
         assert 1 + vd[name]["bias"] == pytest.approx((1 + b_s) * (1 - lost), abs=2e-4)
     assert vd["engine"]["wape_daily"] == pytest.approx((m["p50"] - m["demand"]).abs().sum() / m["demand"].sum(),
                                                        abs=1e-4)
+    # the in-stock bias reads only the days the series was in stock, where sales are the demand
+    ins = m[m["in_stock"]]
+    assert (ins["units"] == ins["demand"]).mean() > 0.99 and (~m["in_stock"]).any()
+    assert eng["bias_in_stock"] == pytest.approx(ins["mean"].clip(lower=0).sum() / ins["units"].sum() - 1, abs=1e-4)
 
 
 def test_nb_quantiles_calibrated_on_simulated_counts():
@@ -692,3 +696,123 @@ def test_level_model_rows_are_capped_by_a_sample_of_series_with_every_origin(dem
     again = shuffled.iloc[_hash_sample(shuffled, 10)]
     assert len(pick) == 10 and set(map(tuple, pick.to_numpy())) == set(map(tuple, again.to_numpy()))
     assert (np.diff(_hash_sample(series, 10)) > 0).all() and len(_hash_sample(series, 80)) == 50
+
+
+def test_bias_correction_recovers_the_holdout_ratio_of_the_model_that_serves_each_segment():
+    """Each named segment's factor is its serving model's holdout ratio sum(y) / sum(mean) (stocked-out days, NaN,
+    left out), clipped; only that model's rows of that segment are scaled; a segment with too little holdout keeps
+    its mean; an unknown segment name is an error."""
+    from retail_dagster.core.forecasting import DemandForecaster
+
+    rng = np.random.default_rng(3)
+    n, h = 400, 14
+    inter = np.arange(n) < 150
+    est = np.arange(n) != 0
+    mu_main, mu_tsb = rng.gamma(2.0, 1.0, (n, h)) + 0.1, rng.gamma(2.0, 0.5, (n, h)) + 0.1
+    y = np.where(inter[:, None], mu_tsb * 1.2, mu_main * 0.9)
+    y[5, 3] = np.nan  # a stocked-out day: not in the ratio
+    both = ForecastSettings(bias_correction_segments=("intermittent", "regular"), bias_correction_weight=1.0)
+    model = DemandForecaster(both)
+    means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
+    model._correct_bias(means, y, est, inter, "lgbm_tweedie", "tsb")
+    assert model.mean_scale == pytest.approx({"intermittent": 1.2, "regular": 0.9})
+    rows = est & inter
+    np.testing.assert_allclose(means["tsb"][rows], mu_tsb[rows] * 1.2)
+    np.testing.assert_allclose(means["tsb"][~rows], mu_tsb[~rows])  # not its segment: unchanged
+    np.testing.assert_allclose(means["lgbm_tweedie"][est & ~inter], mu_main[est & ~inter] * 0.9)
+    np.testing.assert_allclose(means["lgbm_tweedie"][~est], mu_main[~est])
+    assert model.info["bias_correction"]["intermittent"]["model"] == "tsb"
+
+    # shrunk: the default takes the ratio to the power 0.5, and corrects the intermittent segment only
+    model = DemandForecaster(ForecastSettings())
+    means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
+    model._correct_bias(means, y, est, inter, "lgbm_tweedie", "tsb")
+    assert model.mean_scale == pytest.approx({"intermittent": 1.2 ** 0.5})
+    assert model.info["bias_correction"]["intermittent"]["holdout_ratio"] == pytest.approx(1.2, abs=1e-4)
+
+    # clipped: a holdout 2x over the mean moves it by the clip's top only
+    model = DemandForecaster(ForecastSettings(bias_correction_clip=(0.8, 1.25), bias_correction_weight=1.0))
+    means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
+    model._correct_bias(means, np.where(inter[:, None], mu_tsb * 2.0, mu_main), est, inter, "lgbm_tweedie", "tsb")
+    assert model.mean_scale == {"intermittent": 1.25}
+
+    # when the main model serves the intermittent segment too, its intermittent rows get the intermittent factor
+    model = DemandForecaster(both)
+    means = {"lgbm_tweedie": mu_main.copy()}
+    y2 = np.where(inter[:, None], mu_main * 1.1, mu_main * 0.95)
+    model._correct_bias(means, y2, est, inter, "lgbm_tweedie", "lgbm_tweedie")
+    np.testing.assert_allclose(means["lgbm_tweedie"][est], y2[est])
+
+    # a segment with too few holdout rows keeps its mean
+    model = DemandForecaster(ForecastSettings())
+    few = np.arange(n) < 5
+    means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
+    model._correct_bias(means, y, est, few, "lgbm_tweedie", "tsb")
+    assert model.mean_scale == {} and np.array_equal(means["tsb"], mu_tsb)
+
+    with pytest.raises(ValueError, match="unknown segment 'promo'"):
+        DemandForecaster(ForecastSettings(bias_correction_segments=("promo",)))._correct_bias(
+            {"lgbm_tweedie": mu_main}, y, est, inter, "lgbm_tweedie", "tsb")
+
+
+def test_bias_correction_scales_the_served_mean_of_its_segment_and_nothing_else(demo_tables, plan_date):
+    """Through training and predict: with the correction on, the intermittent series' means are the uncorrected
+    engine's times the factor learned on the holdout, the other series' means are identical, and p50 stays inside
+    the band."""
+    inputs = forecast_inputs(demo_tables, plan_date, "household")
+    train = forecast_inputs(demo_tables, anchor_date(plan_date), "household")
+    segments = {"bias_correction_segments": ("intermittent",)}
+    off = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, "bias_correction_segments": ()}))
+    on = train_forecaster(train, ForecastSettings(**{**SETTINGS.__dict__, **segments}))
+    assert off.mean_scale == {} and set(on.mean_scale) == {"intermittent"}
+    f = on.mean_scale["intermittent"]
+    rep = on.info["bias_correction"]["intermittent"]
+    assert f == pytest.approx(np.clip(rep["holdout_ratio"] ** on.settings.bias_correction_weight,
+                                      *on.settings.bias_correction_clip), abs=1e-4)
+    assert f != 1.0
+    a, b = off.predict(inputs), on.predict(inputs)
+    key = ["sku_id", "location_id", "target_date"]
+    m = a.merge(b, on=key, suffixes=("_off", "_on"))
+    ratio = (m["mean_on"] / m["mean_off"]).where(m["mean_off"] > 0)
+    scaled = np.isclose(ratio, f, rtol=1e-9)
+    same = np.isclose(m["mean_on"], m["mean_off"], rtol=1e-12, atol=0)
+    assert (scaled | same | m["mean_off"].eq(0)).all()
+    assert scaled.sum() > 50 and same.sum() > 50
+    # the segment is a series' (all its days scaled, or none), and only series with a forecast model are
+    pos = m["mean_off"].to_numpy() > 0
+    per = m[pos].assign(scaled=scaled[pos]).groupby(["sku_id", "location_id"])["scaled"]
+    assert (per.all() | ~per.any()).all()
+    assert (m.loc[scaled, "model_on"] != "new_series_profile").all()
+    assert (b["p10"] <= b["p50"]).all() and (b["p50"] <= b["p90"]).all()
+
+
+def test_conditional_imputation_recovers_the_demand_behind_censored_sales():
+    """Poisson demand sold from a daily stock (a day that sells out is censored): the uncensored days are the days
+    demand stayed under the stock, so their mean, and the sales, read low. E[D | D >= sold] around a mean that counts
+    the censored days at their imputed value recovers the true rate; the old rule ("mean") stays as it was."""
+    from retail_dagster.core.forecasting import _impute_censored, _rolling_sum
+
+    rng = np.random.default_rng(0)
+    n, t = 2000, 120
+    lam = rng.uniform(1, 8, n)[:, None]
+    demand = rng.poisson(lam, (n, t)).astype(float)
+    stock = np.round(lam * rng.uniform(0.8, 1.5, (n, 1)))
+    sold = np.minimum(demand, stock).astype(np.float32)
+    cens = demand >= stock
+    assert 0.3 < cens.mean() < 0.6
+
+    def recovered(z):
+        return float((z[:, 28:].mean(axis=1) / lam[:, 0]).mean())
+
+    cond = _impute_censored(sold, cens, "conditional")
+    old = _impute_censored(sold, cens, "mean")
+    assert recovered(sold) < 0.87 and recovered(old) < 0.87  # the old rule imputes about the day's sales
+    assert abs(recovered(cond) - 1) < 0.03
+    assert np.array_equal(cond[~cens], sold[~cens]) and (cond[cens] >= sold[cens]).all()
+    # the old rule, as it was: the mean of the uncensored days of the previous 4 weeks, at least the day's sales
+    unc = (~cens).astype(np.float64)
+    den = _rolling_sum(unc, 28)
+    est = np.where(den > 0, _rolling_sum(sold * unc, 28) / np.maximum(den, 1), sold)
+    np.testing.assert_array_equal(old, np.where(cens, np.maximum(sold, est), sold).astype(np.float32))
+    with pytest.raises(ValueError, match="censored_imputation: 'tobit'"):
+        _impute_censored(sold, cens, "tobit")

@@ -129,6 +129,8 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
         "coverage_p10_p90": clean(coverage(y, m[lo], m[hi])) if lo else None,
         "wape_daily_in_stock": clean(wape(y[ins], f[ins])),
         "wape_14d_in_stock": clean(wape(tot_in["units"], tot_in["_f"])),
+        # on in-stock days sales are the demand: the bias a demand forecast should have ~0 of, without a truth
+        "bias_in_stock": clean(bias(y[ins], fm[ins])),
         "n": int(len(m)),
     }
     if mean != point:
@@ -268,11 +270,12 @@ def format_backtest(result: dict) -> str:
     lines = [f"Backtest: cutoffs {', '.join(result['cutoffs'])}, horizon {result['horizon']} days, "
              f"{result['series_scored']} series scored against {result['actuals']}",
              f"{'method':<15}{'WAPE day':>9}{'WAPE 14d':>9}{'bias':>8}{'p10-p90':>9}{'MASE':>8}{'RMSSE':>8}"
-             f"{'day i/s':>9}{'14d i/s':>9}{'seconds':>9}"]
+             f"{'day i/s':>9}{'14d i/s':>9}{'bias i/s':>9}{'seconds':>9}"]
     for name, r in rows:
         lines.append(f"{name:<15}{fmt(r['wape_daily']):>9}{fmt(r['wape_14d']):>9}{fmt(r['bias']):>8}"
                      f"{fmt(r['coverage_p10_p90']):>9}{fmt(r.get('mase')):>8}{fmt(r.get('rmsse')):>8}"
-                     f"{fmt(r['wape_daily_in_stock']):>9}{fmt(r['wape_14d_in_stock']):>9}{r['seconds']:>9.1f}")
+                     f"{fmt(r['wape_daily_in_stock']):>9}{fmt(r['wape_14d_in_stock']):>9}"
+                     f"{fmt(r.get('bias_in_stock')):>9}{r['seconds']:>9.1f}")
     lines.append("(engine daily WAPE and MASE on its p50, 14-day WAPE, bias and RMSSE on its mean; i/s = in-stock "
                  "days only)")
     eng = result["engine"]
