@@ -70,3 +70,26 @@ def test_scaled_errors_use_the_in_sample_naive_error_from_the_first_sale():
     mae_w, mse_w = naive_scales(walk[:, :400], first=np.zeros(200, dtype=int))
     m, r = scaled_errors(walk[:, 400], walk[:, 399], np.arange(200), mae_w, mse_w)
     assert 0.8 < m < 1.2 and 0.7 < r < 1.3
+
+
+def test_backtest_by_cutoff_scores_each_cutoff_and_the_bias_standard_error():
+    """Per cutoff each method's WAPE and bias are those of its own rows; the bias's standard error is the standard
+    deviation of the cutoffs' biases over sqrt(cutoffs); the engine's wins are counted per cutoff."""
+    from retail_dagster.core.backtest import _leads_by_cutoff, by_cutoff
+
+    rows = []
+    for cut, lift in (("2026-01-05", 1.10), ("2026-01-19", 0.94), ("2026-02-02", 1.00)):
+        for sku in ("A", "B"):
+            for d in range(14):
+                rows.append({"cutoff": pd.Timestamp(cut), "sku_id": sku, "location_id": "S1", "units": 10.0,
+                             "p50": 10.0 * lift, "mean": 10.0 * lift, "Naive": 12.0, "in_stock": True})
+    m = pd.DataFrame(rows)
+    out = by_cutoff(m, {"engine": ("p50", "mean"), "Naive": ("Naive", "Naive")})
+    biases = [out["engine"]["cutoffs"][c]["bias"] for c in ("2026-01-05", "2026-01-19", "2026-02-02")]
+    assert biases == pytest.approx([0.10, -0.06, 0.0])
+    assert out["engine"]["cutoffs"]["2026-01-19"]["wape_14d"] == pytest.approx(0.06)
+    assert out["engine"]["bias_standard_error"] == pytest.approx(np.std(biases, ddof=1) / np.sqrt(3), abs=1e-4)
+    assert out["Naive"]["cutoffs"]["2026-01-05"]["bias"] == pytest.approx(0.2)
+    assert _leads_by_cutoff(out, "engine", "Naive", "wape_daily") == (3, 3)
+    one = by_cutoff(m[m["cutoff"] == "2026-01-05"], {"engine": ("p50", "mean")})
+    assert one["engine"]["bias_standard_error"] is None

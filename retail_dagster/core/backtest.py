@@ -138,6 +138,29 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
     return out
 
 
+def by_cutoff(m: pd.DataFrame, methods: dict[str, tuple[str, str]]) -> dict:
+    """Each method's WAPE daily / 14-day and bias per cutoff (`methods`: name -> (point, mean) columns of `m`), and
+    across the cutoffs the bias's standard error (their standard deviation over sqrt(cutoffs)): a window's bias is
+    the mean of a few cutoffs' biases, each of which swings by several percent."""
+    out = {}
+    for name, (point, mean) in methods.items():
+        rows = {}
+        for cut, g in m.groupby("cutoff", sort=True):
+            r = _scores(g, point, None, None, mean=mean)
+            rows[f"{pd.Timestamp(cut):%Y-%m-%d}"] = {k: r[k] for k in ("wape_daily", "wape_14d", "bias")}
+        b = np.array([r["bias"] for r in rows.values() if r["bias"] is not None], dtype=float)
+        se = float(b.std(ddof=1) / np.sqrt(len(b))) if len(b) > 1 else None
+        out[name] = {"cutoffs": rows, "bias_standard_error": None if se is None else round(se, 4)}
+    return out
+
+
+def _leads_by_cutoff(cuts: dict, engine: str, baseline: str, col: str) -> tuple[int, int]:
+    """(cutoffs where `engine` beats `baseline` on `col`, cutoffs compared)."""
+    e, b = cuts[engine]["cutoffs"], cuts[baseline]["cutoffs"]
+    pairs = [(e[c][col], b[c][col]) for c in e if e[c][col] is not None and b.get(c, {}).get(col) is not None]
+    return sum(x < y for x, y in pairs), len(pairs)
+
+
 def with_demand(m: pd.DataFrame, demand: pd.DataFrame) -> pd.DataFrame:
     """`m` (rows by sku_id, location_id, target_date) with column `demand` from `demand` (date, sku_id, location_id,
     demand; the last row of a duplicated day wins), NaN where it is not known."""
@@ -253,6 +276,7 @@ def run_backtest(tables: dict, horizon: int = HORIZON_DAYS, cutoffs: int = 3, st
         has = lo in both.columns
         result["baselines"][b] = {**_scores(both, b, lo if has else None, hi if has else None),
                                   "seconds": round(base_seconds[b], 2)}
+    result["by_cutoff"] = by_cutoff(both, {"engine": ("p50", "mean"), **{b: (b, b) for b in result["baselines"]}})
     if "demand" in both.columns:
         result["vs_demand"] = _demand_scores(both, ["engine", *result["baselines"]])
     if return_frames:
@@ -285,6 +309,23 @@ def format_backtest(result: dict) -> str:
             best = min(vals)
             lines.append(f"engine vs best baseline ({best[1]}): {label} {eng[col]:.3f} vs {best[0]:.3f} "
                          f"({100 * (1 - eng[col] / best[0]):+.1f}% better)")
+    cuts = result.get("by_cutoff")
+    if cuts and "engine" in cuts:
+        per = cuts["engine"]["cutoffs"]
+        lines.append("engine by cutoff (WAPE day / 14d, bias): " + "; ".join(
+            f"{c} {fmt(r['wape_daily']).strip()} / {fmt(r['wape_14d']).strip()}, {fmt(r['bias']).strip()}"
+            for c, r in per.items()))
+        se = cuts["engine"]["bias_standard_error"]
+        wins = []
+        for col, label in (("wape_daily", "daily"), ("wape_14d", "14-day")):
+            vals = [(r[col], n) for n, r in result["baselines"].items() if r.get(col) is not None and n in cuts]
+            if vals:
+                best = min(vals)[1]
+                k, n = _leads_by_cutoff(cuts, "engine", best, col)
+                wins.append(f"{label} on {k} of {n} cutoffs against {best}")
+        if se is not None:
+            lines.append(f"engine bias {eng['bias']:+.3f}, standard error over the cutoffs {se:.3f}; ahead "
+                         + ", ".join(wins))
     if eng.get("cpu_seconds") is not None:
         lines.append(f"engine: {eng['seconds']:.1f} s wall (train {eng['train_seconds']:.1f}, predict "
                      f"{eng['predict_seconds']:.1f}), {eng['cpu_seconds']:.1f} s CPU")
