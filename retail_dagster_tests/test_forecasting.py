@@ -526,6 +526,10 @@ def test_the_demand_agent_switches_the_blend_on_and_off():
     assert on.blend_weights == (0.3,) and on.fingerprint() != ForecastSettings().fingerprint()
     with pytest.raises(ValidationError, match="blend_weight"):
         DemandSensingAgent(blend_weight=1.5)
+    imp = DemandSensingAgent(censored_imputation="conditional").settings()
+    assert imp.censored_imputation == "conditional" and imp.fingerprint() != ForecastSettings().fingerprint()
+    with pytest.raises(ValidationError, match="censored_imputation"):
+        DemandSensingAgent(censored_imputation="tobit")
 
 
 def test_level_features_read_only_the_days_before_the_origin(demo_tables, plan_date):

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import dagster as dg
 import numpy as np
@@ -151,6 +151,10 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
                                 description="forecast combination: weight of seasonal exponential smoothing in the "
                                             "mean (0 = off; 0.3 helped 14-day totals on M5, hurt them on data with "
                                             "promotions: see the README)")
+    censored_imputation: Literal["mean", "conditional"] = Field(
+        default=ForecastSettings.censored_imputation,
+        description="a stocked-out day's demand: mean (the last 4 weeks' in-stock days) or conditional (E[demand | "
+                    "demand >= the day's sales], for data where days sell out; off by default: see the README)")
     spike_factor: float = Field(default=3.0, description="spike guard: p50 above this x the history max warns")
     cap_outliers: bool = Field(default=True, description="cap implausible sales days (per-series rolling "
                                                          "median/MAD) before training; off only to study raw data")
@@ -170,7 +174,8 @@ negative-binomial quantiles calibrated on a holdout. Models retrain on a weekly 
 
     def settings(self) -> ForecastSettings:
         return ForecastSettings(retrain_every_days=self.retrain_every_days, train_window_days=self.train_window_days,
-                                objective=self.objective, blend_weights=(float(self.blend_weight),))
+                                objective=self.objective, blend_weights=(float(self.blend_weight),),
+                                censored_imputation=self.censored_imputation)
 
     def cache_dir_for(self, source_identity: str, data_fingerprint: str = "") -> str:
         # a model depends on the data it was trained on: keyed by the content of its training window (any source
