@@ -129,7 +129,8 @@ def _scores(m: pd.DataFrame, point: str, lo: str | None, hi: str | None, mean: s
         "coverage_p10_p90": clean(coverage(y, m[lo], m[hi])) if lo else None,
         "wape_daily_in_stock": clean(wape(y[ins], f[ins])),
         "wape_14d_in_stock": clean(wape(tot_in["units"], tot_in["_f"])),
-        # on in-stock days sales are the demand: the bias a demand forecast should have ~0 of, without a truth
+        # on in-stock days sales are the demand, so a demand forecast can be judged without a truth (those are the
+        # days demand stayed under the stock: an unbiased demand forecast reads a little high there)
         "bias_in_stock": clean(bias(y[ins], fm[ins])),
         "n": int(len(m)),
     }
