@@ -727,15 +727,20 @@ def test_bias_correction_recovers_the_holdout_ratio_of_the_model_that_serves_eac
     np.testing.assert_allclose(means["lgbm_tweedie"][~est], mu_main[~est])
     assert model.info["bias_correction"]["intermittent"]["model"] == "tsb"
 
-    # shrunk: the default takes the ratio to the power 0.5, and corrects the intermittent segment only
+    # off by default; when on, the default weight takes the ratio to the power 0.5
     model = DemandForecaster(ForecastSettings())
+    model._correct_bias({"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}, y, est, inter, "lgbm_tweedie", "tsb")
+    assert model.mean_scale == {}
+    inter_only = ForecastSettings(bias_correction_segments=("intermittent",))
+    model = DemandForecaster(inter_only)
     means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
     model._correct_bias(means, y, est, inter, "lgbm_tweedie", "tsb")
     assert model.mean_scale == pytest.approx({"intermittent": 1.2 ** 0.5})
     assert model.info["bias_correction"]["intermittent"]["holdout_ratio"] == pytest.approx(1.2, abs=1e-4)
 
     # clipped: a holdout 2x over the mean moves it by the clip's top only
-    model = DemandForecaster(ForecastSettings(bias_correction_clip=(0.8, 1.25), bias_correction_weight=1.0))
+    model = DemandForecaster(ForecastSettings(bias_correction_segments=("intermittent",),
+                                              bias_correction_clip=(0.8, 1.25), bias_correction_weight=1.0))
     means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
     model._correct_bias(means, np.where(inter[:, None], mu_tsb * 2.0, mu_main), est, inter, "lgbm_tweedie", "tsb")
     assert model.mean_scale == {"intermittent": 1.25}
@@ -748,7 +753,7 @@ def test_bias_correction_recovers_the_holdout_ratio_of_the_model_that_serves_eac
     np.testing.assert_allclose(means["lgbm_tweedie"][est], y2[est])
 
     # a segment with too few holdout rows keeps its mean
-    model = DemandForecaster(ForecastSettings())
+    model = DemandForecaster(inter_only)
     few = np.arange(n) < 5
     means = {"lgbm_tweedie": mu_main.copy(), "tsb": mu_tsb.copy()}
     model._correct_bias(means, y, est, few, "lgbm_tweedie", "tsb")
