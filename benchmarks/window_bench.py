@@ -25,6 +25,7 @@ import pandas as pd
 from retail_dagster.core import backtest as bt
 from retail_dagster.core.asof import HORIZON_DAYS
 from retail_dagster.core.forecasting import ForecastSettings, dispersion_index, forecast_inputs, load_or_train
+from retail_dagster.core.metrics import bias
 
 CACHE = os.environ.get("RETAIL_DAGSTER_BENCH_CACHE", "/tmp/retail_dagster_bench")
 M5 = os.environ.get("RETAIL_DAGSTER_M5",
@@ -146,11 +147,11 @@ def run(name: str, which: str, settings: ForecastSettings) -> dict:
                                           for j, lab in enumerate(labels)}
     # the mean's bias by the model that served the series: the whole's bias can hide a low intermittent segment
     # under a high regular one
-    by = m.groupby("model")[["mean", "units"]].sum()
-    out["engine"]["bias_by_model"] = {str(k): round(float(r["mean"] / r["units"] - 1), 4) if r["units"] > 0 else None
-                                      for k, r in by.iterrows()}
-    out["engine"]["units_share_by_model"] = {str(k): round(float(v), 4) for k, v in
-                                             (by["units"] / by["units"].sum()).items()}
+    by = m.groupby("model")
+    biases = {str(k): bias(g["units"], g["mean"]) for k, g in by}
+    out["engine"]["bias_by_model"] = {k: round(v, 4) if np.isfinite(v) else None for k, v in biases.items()}
+    share = by["units"].sum() / m["units"].sum()
+    out["engine"]["units_share_by_model"] = {str(k): round(float(v), 4) for k, v in share.items()}
     for b in bt.BASELINES:
         out[b] = bt._scores(m, b, None, None)
     dem = demand(name)

@@ -93,3 +93,15 @@ def test_backtest_by_cutoff_scores_each_cutoff_and_the_bias_standard_error():
     assert _leads_by_cutoff(out, "engine", "Naive", "wape_daily") == (3, 3)
     one = by_cutoff(m[m["cutoff"] == "2026-01-05"], {"engine": ("p50", "mean")})
     assert one["engine"]["bias_standard_error"] is None
+    # the printed table ends with the engine's cutoffs, the error and its wins over the best baseline of each column
+    from retail_dagster.core.backtest import _scores, format_backtest
+
+    result = {"cutoffs": ["2026-01-05", "2026-01-19", "2026-02-02"], "horizon": 14, "series_scored": 2,
+              "actuals": "observed sales", "model_mix": {}, "by_cutoff": out,
+              "engine": {**_scores(m, "p50", None, None, mean="mean"), "seconds": 1.0},
+              "baselines": {"Naive": {**_scores(m, "Naive", None, None), "seconds": 0.1}}}
+    text = format_backtest(result)
+    assert "engine by cutoff (WAPE day / 14d, bias): 2026-01-05 0.100 / 0.100, 0.100; 2026-01-19 0.060 / 0.060, " \
+           "-0.060; 2026-02-02 0.000 / 0.000, 0.000" in text
+    assert (f"standard error over the cutoffs {out['engine']['bias_standard_error']:.3f}; ahead daily on 3 of 3 "
+            "cutoffs against Naive, 14-day on 3 of 3 cutoffs against Naive") in text

@@ -304,27 +304,25 @@ def format_backtest(result: dict) -> str:
     lines.append("(engine daily WAPE and MASE on its p50, 14-day WAPE, bias and RMSSE on its mean; i/s = in-stock "
                  "days only)")
     eng = result["engine"]
+    best = {}  # WAPE column -> (value, name) of the best baseline on it
     for col, label in (("wape_daily", "WAPE daily"), ("wape_14d", "WAPE 14-day")):
         vals = [(r[col], n) for n, r in result["baselines"].items() if r.get(col) is not None]
         if vals and eng.get(col) is not None:
-            best = min(vals)
-            lines.append(f"engine vs best baseline ({best[1]}): {label} {eng[col]:.3f} vs {best[0]:.3f} "
-                         f"({100 * (1 - eng[col] / best[0]):+.1f}% better)")
-    cuts = result.get("by_cutoff")
-    if cuts and "engine" in cuts:
-        per = cuts["engine"]["cutoffs"]
+            best[col] = min(vals)
+            lines.append(f"engine vs best baseline ({best[col][1]}): {label} {eng[col]:.3f} vs {best[col][0]:.3f} "
+                         f"({100 * (1 - eng[col] / best[col][0]):+.1f}% better)")
+    cuts = result.get("by_cutoff") or {}
+    if "engine" in cuts:
         lines.append("engine by cutoff (WAPE day / 14d, bias): " + "; ".join(
             f"{c} {fmt(r['wape_daily']).strip()} / {fmt(r['wape_14d']).strip()}, {fmt(r['bias']).strip()}"
-            for c, r in per.items()))
+            for c, r in cuts["engine"]["cutoffs"].items()))
         se = cuts["engine"]["bias_standard_error"]
-        wins = []
-        for col, label in (("wape_daily", "daily"), ("wape_14d", "14-day")):
-            vals = [(r[col], n) for n, r in result["baselines"].items() if r.get(col) is not None and n in cuts]
-            if vals:
-                best = min(vals)[1]
-                k, n = _leads_by_cutoff(cuts, "engine", best, col)
-                wins.append(f"{label} on {k} of {n} cutoffs against {best}")
         if se is not None:
+            wins = []
+            for col, label in (("wape_daily", "daily"), ("wape_14d", "14-day")):
+                if col in best and best[col][1] in cuts:
+                    k, n = _leads_by_cutoff(cuts, "engine", best[col][1], col)
+                    wins.append(f"{label} on {k} of {n} cutoffs against {best[col][1]}")
             lines.append(f"engine bias {eng['bias']:+.3f}, standard error over the cutoffs {se:.3f}; ahead "
                          + ", ".join(wins))
     if eng.get("cpu_seconds") is not None:

@@ -375,18 +375,21 @@ def _impute_censored(y: np.ndarray, censored: np.ndarray, imputation: str = "mea
     r, c = np.nonzero(censored)
     s = y[r, c]
     n_days = np.maximum(_rolling_sum(np.ones((1, y.shape[1])), window), 1)  # days in each window (fewer at the start)
-    z = y.copy()
-    for k in range(passes + 1):
-        lm = np.maximum(lam[r, c], 1e-9)
+
+    def expected(lam: np.ndarray) -> np.ndarray:
         # E[D | D >= s] = lam * P(D >= s - 1) / P(D >= s) for Poisson(lam), s >= 1 (P(D >= k) = gammainc(k, lam));
         # lam itself when s = 0. Far in the tail the ratio is 0/0: the day's sales plus a little
+        lm = np.maximum(lam[r, c], 1e-9)
         hi = gammainc(np.maximum(s, 1.0), lm)
         lo = np.where(s >= 2, gammainc(np.maximum(s - 1, 1.0), lm), 1.0)
         cond = np.where(hi > 1e-12, lm * lo / np.maximum(hi, 1e-300), s + 1.0)
-        z[r, c] = np.where(s > 0, np.maximum(cond, s), lm)
-        if k == passes:
-            break
+        return np.where(s > 0, np.maximum(cond, s), lm)
+
+    z = y.copy()
+    for _ in range(passes):  # EM: impute, then re-estimate each window's mean with the imputed days in it
+        z[r, c] = expected(lam)
         lam = np.where(den > 0, _rolling_sum(z, window) / n_days, y)
+    z[r, c] = expected(lam)
     return z.astype(np.float32)
 
 
