@@ -1043,9 +1043,7 @@ class DemandForecaster:
         lo, hi = st.bias_correction_clip
         report = {}
         for seg in st.bias_correction_segments:
-            if seg not in ("intermittent", "regular"):
-                raise ValueError(f"bias_correction_segments: unknown segment {seg!r} (intermittent, regular)")
-            rows = est & (inter if seg == "intermittent" else ~inter)
+            rows = _segment_rows(seg, est, inter)
             name = best if seg == "intermittent" else main
             if name not in means:
                 continue
@@ -1069,8 +1067,8 @@ class DemandForecaster:
         if not scale:
             return mu
         f = np.ones(len(mu))
-        f[est & inter] = scale.get("intermittent", 1.0)
-        f[est & ~inter] = scale.get("regular", 1.0)
+        for seg, factor in scale.items():
+            f[_segment_rows(seg, est, inter)] = factor
         return mu * f[:, None]
 
     def _choose_blend(self, means: dict[str, np.ndarray], y: np.ndarray, est: np.ndarray) -> None:
@@ -1282,6 +1280,13 @@ class DemandForecaster:
         out["model"] = np.repeat(model, h)
         cols = [c for c in out.columns if c not in ("model",)] + ["model"]
         return out[cols].astype({"sku_id": object, "location_id": object, "model": object})
+
+
+def _segment_rows(segment: str, est: np.ndarray, inter: np.ndarray) -> np.ndarray:
+    """The established series of a bias-correction segment (ForecastSettings.bias_correction_segments)."""
+    if segment not in ("intermittent", "regular"):
+        raise ValueError(f"bias_correction_segments: unknown segment {segment!r} (intermittent, regular)")
+    return est & (inter if segment == "intermittent" else ~inter)
 
 
 def _blend(raw: np.ndarray, stat: np.ndarray, w: float) -> np.ndarray:
